@@ -1,0 +1,27 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    login_sessions (id) {
+        id -> Text,
+        user_id -> Int4,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        remember -> Bool,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Int4,
+        email -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(login_sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(login_sessions, users,);

@@ -1,0 +1,25 @@
+use clap::Parser;
+use latchkey::cli::Cli;
+use latchkey::settings::Settings;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // .env may set RUST_LOG, so it is read before logging starts (and again by Settings).
+    let _ = dotenvy::dotenv();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn"))
+        .init();
+    let settings = Settings::from_env();
+    let result = match settings {
+        Ok(settings) => cli.run(settings).await,
+        Err(error) => Err(error.into()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{error:#}");
+            eprintln!("latchkey: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

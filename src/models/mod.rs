@@ -1,0 +1,8 @@
+//! One module per table: the row struct, the insert struct, and the queries as functions.
+//! No other module writes Diesel queries.
+
+pub mod login_session;
+pub mod user;
+
+pub use login_session::{LoginSession, NewLoginSession};
+pub use user::{NewUser, User};

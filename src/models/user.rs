@@ -1,0 +1,55 @@
+//! The `users` table.
+
+use std::fmt;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::users;
+use crate::db::DbConnection;
+
+/// A registered account. `Debug` leaves out the password hash.
+#[derive(Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i32,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User").field("id", &self.id).field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl NewUser<'_> {
+    /// Inserts the user; a taken email fails with a unique violation.
+    pub fn insert(&self, conn: &mut DbConnection) -> QueryResult<User> {
+        // No RETURNING: MultiConnection cannot express it, and the email is unique anyway.
+        diesel::insert_into(users::table).values(self).execute(conn)?;
+        User::find_by_email(conn, self.email)?.ok_or(diesel::result::Error::NotFound)
+    }
+}
+
+impl User {
+    /// Looks up a user by normalised email.
+    pub fn find_by_email(conn: &mut DbConnection, email: &str) -> QueryResult<Option<User>> {
+        users::table.filter(users::email.eq(email)).select(User::as_select()).first(conn).optional()
+    }
+
+    pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
+        users::table.count().get_result(conn)
+    }
+}

@@ -1,0 +1,25 @@
+//! Liveness and readiness probes for load balancers and orchestrators.
+
+use actix_web::{web, HttpResponse};
+
+use crate::db;
+use crate::error::AppError;
+use crate::startup::{redis_ping, AppState};
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+}
+
+/// The process is alive.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok")
+}
+
+/// The database, and Redis when sessions live there, answer.
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    db::ping(&state.pool).await?;
+    if let Some(pool) = &state.redis {
+        redis_ping(pool, state.settings.redis_timeout).await.map_err(AppError::unavailable)?;
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ready"))
+}

@@ -1,0 +1,12 @@
+//! The site's routes, one module per area; each owns its paths through `config`.
+
+pub mod auth;
+pub mod health;
+pub mod pages;
+
+use actix_web::web::ServiceConfig;
+
+/// Registers every route.
+pub fn config(cfg: &mut ServiceConfig) {
+    cfg.configure(pages::config).configure(auth::config).configure(health::config);
+}

@@ -1,0 +1,410 @@
+//! Typed settings read from the environment (and an optional `.env`), validated at start-up.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::RngCore;
+
+/// Why the settings could not be loaded; always names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {var}: {reason}")]
+pub struct SettingsError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self { var, reason: reason.into() }
+    }
+}
+
+/// Where the application runs; production turns on `Secure` and `__Host-` cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Where actix-session keeps session state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStoreKind {
+    /// Everything in a signed and encrypted cookie.
+    Cookie,
+    /// actix-session's Redis store.
+    Redis,
+}
+
+/// A string that must never reach a log: `Debug` prints `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The database to use, chosen by the scheme of `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://…` or `postgresql://…`; may carry a password, hence secret.
+    Postgres(Secret),
+    /// A file path (`sqlite://path`, `sqlite:path` or a bare path).
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, SettingsError> {
+        let raw = raw.trim();
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(Secret::new(raw)));
+        }
+        let path = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")).unwrap_or(raw);
+        if raw.contains("://") && !raw.starts_with("sqlite://") {
+            return Err(SettingsError::new(
+                "DATABASE_URL",
+                "use postgres://… or postgresql://… for PostgreSQL, or a file path (optionally sqlite://path) for SQLite",
+            ));
+        }
+        if path.is_empty() {
+            return Err(SettingsError::new("DATABASE_URL", "the SQLite path is empty"));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+
+    /// A description safe for logs: the backend and, for SQLite, the file.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Postgres(_) => "PostgreSQL".to_owned(),
+            Self::Sqlite(path) => format!("SQLite at {}", path.display()),
+        }
+    }
+}
+
+/// The master secret (at least 64 bytes); sub-keys are derived from it per purpose.
+#[derive(Clone)]
+pub struct SecretKey(Vec<u8>);
+
+impl SecretKey {
+    pub const MIN_LEN: usize = 64;
+
+    pub fn new(bytes: Vec<u8>) -> Result<Self, SettingsError> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(SettingsError::new(
+                "SECRET_KEY",
+                format!("must be at least {} bytes, got {}", Self::MIN_LEN, bytes.len()),
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// A fresh random key, hex-encoded to 128 characters.
+    pub fn generate() -> String {
+        let mut bytes = [0u8; 64];
+        rand::rng().fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey([redacted])")
+    }
+}
+
+/// Everything the application needs to start; built once, passed down, never global.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub bind: String,
+    pub database_url: DatabaseUrl,
+    pub database_pool_size: u32,
+    /// How long a request waits for a database connection before answering 503.
+    pub database_timeout: Duration,
+    pub redis_url: Option<Secret>,
+    /// How long a Redis command may take before the request answers 503.
+    pub redis_timeout: Duration,
+    pub session_store: SessionStoreKind,
+    pub secret_key: SecretKey,
+    pub bcrypt_cost: u32,
+    pub password_min_length: usize,
+    pub templates_dir: PathBuf,
+    pub static_dir: PathBuf,
+}
+
+/// Default location of the embedded SQLite database and the generated development secret.
+pub const DATA_DIR: &str = "data";
+
+impl Settings {
+    /// Reads the process environment (after loading `.env`, if present).
+    pub fn from_env() -> Result<Self, SettingsError> {
+        // A missing .env is normal; a malformed one is reported by the variables it fails to set.
+        let _ = dotenvy::dotenv();
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Builds settings from a map of variables; tests use this to avoid touching the environment.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let app_env = match get("APP_ENV").unwrap_or("development") {
+            "development" | "dev" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            other => {
+                return Err(SettingsError::new(
+                    "APP_ENV",
+                    format!("expected development or production, got {other:?}"),
+                ))
+            }
+        };
+
+        let bind = get("BIND").unwrap_or("127.0.0.1:8080").to_owned();
+        if !bind.contains(':') {
+            return Err(SettingsError::new("BIND", "expected host:port, e.g. 127.0.0.1:8080"));
+        }
+
+        let default_db = format!("sqlite://{DATA_DIR}/latchkey.sqlite3");
+        let database_url = DatabaseUrl::parse(get("DATABASE_URL").unwrap_or(&default_db))?;
+
+        let session_store = match get("SESSION_STORE").unwrap_or("cookie") {
+            "cookie" => SessionStoreKind::Cookie,
+            "redis" => SessionStoreKind::Redis,
+            other => {
+                return Err(SettingsError::new(
+                    "SESSION_STORE",
+                    format!("expected cookie or redis, got {other:?}"),
+                ))
+            }
+        };
+        let redis_url = get("REDIS_URL").map(Secret::new);
+        if let Some(url) = &redis_url {
+            if !(url.expose().starts_with("redis://")
+                || url.expose().starts_with("rediss://")
+                || url.expose().starts_with("redis+unix://")
+                || url.expose().starts_with("unix://"))
+            {
+                return Err(SettingsError::new("REDIS_URL", "expected a redis:// or rediss:// URL"));
+            }
+        }
+        if session_store == SessionStoreKind::Redis && redis_url.is_none() {
+            return Err(SettingsError::new("REDIS_URL", "required when SESSION_STORE=redis"));
+        }
+
+        let secret_key = match get("SECRET_KEY") {
+            Some(key) => SecretKey::new(key.as_bytes().to_vec())?,
+            None if app_env == AppEnv::Production => {
+                return Err(SettingsError::new("SECRET_KEY", "required when APP_ENV=production"))
+            }
+            None => SecretKey::new(development_secret(Path::new(DATA_DIR))?.into_bytes())?,
+        };
+
+        let bcrypt_cost = parse_number(get("BCRYPT_COST"), "BCRYPT_COST", 12)?;
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(SettingsError::new("BCRYPT_COST", "must be between 4 and 31"));
+        }
+        let password_min_length = parse_number(get("PASSWORD_MIN_LENGTH"), "PASSWORD_MIN_LENGTH", 12)?;
+        if !(8..=256).contains(&password_min_length) {
+            return Err(SettingsError::new("PASSWORD_MIN_LENGTH", "must be between 8 and 256"));
+        }
+        let database_pool_size = parse_number(get("DATABASE_POOL_SIZE"), "DATABASE_POOL_SIZE", 10)?;
+        if database_pool_size == 0 {
+            return Err(SettingsError::new("DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        let database_timeout =
+            parse_duration_var(get("DATABASE_TIMEOUT"), "DATABASE_TIMEOUT", Duration::from_secs(5))?;
+        let redis_timeout =
+            parse_duration_var(get("REDIS_TIMEOUT"), "REDIS_TIMEOUT", Duration::from_secs(2))?;
+
+        Ok(Self {
+            app_env,
+            bind,
+            database_url,
+            database_pool_size,
+            database_timeout,
+            redis_url,
+            redis_timeout,
+            session_store,
+            secret_key,
+            bcrypt_cost,
+            password_min_length,
+            templates_dir: PathBuf::from(get("TEMPLATES_DIR").unwrap_or("templates")),
+            static_dir: PathBuf::from(get("STATIC_DIR").unwrap_or("static")),
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    raw: Option<&str>,
+    var: &'static str,
+    default: T,
+) -> Result<T, SettingsError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => {
+            raw.parse().map_err(|_| SettingsError::new(var, format!("expected a whole number, got {raw:?}")))
+        }
+    }
+}
+
+fn parse_duration_var(
+    raw: Option<&str>,
+    var: &'static str,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => match parse_duration(raw) {
+            Ok(duration) if !duration.is_zero() => Ok(duration),
+            Ok(_) => Err(SettingsError::new(var, "must be longer than zero")),
+            Err(reason) => Err(SettingsError::new(var, reason)),
+        },
+    }
+}
+
+/// Parses `90s`, `30m`, `12h`, `30d` or plain seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => raw.split_at(at),
+        None => (raw, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 90s, 30m, 12h or 30d, got {raw:?}"))?;
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown duration unit in {raw:?}; use s, m, h or d")),
+    };
+    value
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {raw:?} is too large"))
+}
+
+/// In development a missing `SECRET_KEY` is generated once and kept in `data/secret_key`, so
+/// restarts keep people logged in. Production must set the variable.
+fn development_secret(dir: &Path) -> Result<String, SettingsError> {
+    let path = dir.join("secret_key");
+    let fail = |reason: String| SettingsError::new("SECRET_KEY", reason);
+    match std::fs::read_to_string(&path) {
+        Ok(existing) => return Ok(existing.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(format!("cannot read {}: {e}", path.display()))),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    let key = SecretKey::generate();
+    write_private(&path, &key).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    log::warn!("SECRET_KEY is not set; generated a development key in {}", path.display());
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn database_url_scheme_picks_the_backend() {
+        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
+        assert_eq!(DatabaseUrl::parse("sqlite://a/b.db").ok(), Some(DatabaseUrl::Sqlite("a/b.db".into())));
+        assert_eq!(DatabaseUrl::parse("b.db").ok(), Some(DatabaseUrl::Sqlite("b.db".into())));
+        let err = DatabaseUrl::parse("mysql://h/db").err().map(|e| e.var);
+        assert_eq!(err, Some("DATABASE_URL"));
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let key = "k".repeat(64);
+        let mut map: HashMap<String, String> = [("SECRET_KEY".to_owned(), key)].into_iter().collect();
+        map.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        map
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let cases = [
+            ("APP_ENV", "staging"),
+            ("SESSION_STORE", "memcached"),
+            ("BCRYPT_COST", "two"),
+            ("BCRYPT_COST", "40"),
+            ("SECRET_KEY", "short"),
+            ("DATABASE_TIMEOUT", "soon"),
+            ("REDIS_URL", "http://x"),
+        ];
+        for (var, value) in cases {
+            let err = Settings::from_vars(&vars(&[(var, value)])).err().map(|e| e.var);
+            assert_eq!(err, Some(var), "{var}={value}");
+        }
+        let err = Settings::from_vars(&vars(&[("SESSION_STORE", "redis")])).err().map(|e| e.var);
+        assert_eq!(err, Some("REDIS_URL"));
+    }
+
+    #[test]
+    fn production_requires_a_secret_key() {
+        let mut map = vars(&[("APP_ENV", "production")]);
+        map.remove("SECRET_KEY");
+        assert_eq!(Settings::from_vars(&map).err().map(|e| e.var), Some("SECRET_KEY"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let settings = Settings::from_vars(&vars(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]));
+        let text = format!("{settings:?}");
+        assert!(!text.contains("hunter2") && !text.contains(&"k".repeat(64)), "{text}");
+    }
+}

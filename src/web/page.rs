@@ -1,0 +1,180 @@
+//! `Page`: the extractor handlers render through. It gathers what the base layout shows on
+//! every page (current user, CSRF token, flash messages) so templates see `current_user` the
+//! way Flask templates do.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web_flash_messages::{IncomingFlashMessages, Level};
+use futures_util::future::LocalBoxFuture;
+use serde::Serialize;
+
+use crate::auth::CurrentUser;
+use crate::error::{AppError, ErrorPage};
+use crate::startup::AppState;
+use crate::web::csrf::CsrfToken;
+
+/// What every template receives besides its own variables.
+pub struct Page {
+    req: HttpRequest,
+    user: CurrentUser,
+    flashes: Vec<Flash>,
+}
+
+#[derive(Serialize)]
+struct Flash {
+    level: &'static str,
+    text: String,
+}
+
+/// The template's view of the current user.
+#[derive(Serialize)]
+struct UserView<'a> {
+    is_authenticated: bool,
+    is_anonymous: bool,
+    id: Option<i32>,
+    email: Option<&'a str>,
+}
+
+impl FromRequest for Page {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let user = CurrentUser::resolve(&req).await?;
+            let flashes = IncomingFlashMessages::extract(&req)
+                .await
+                .map(|incoming| {
+                    incoming
+                        .iter()
+                        .map(|m| Flash { level: level_name(m.level()), text: m.content().to_owned() })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Page { req, user, flashes })
+        })
+    }
+}
+
+impl Page {
+    pub fn user(&self) -> &CurrentUser {
+        &self.user
+    }
+
+    pub fn request(&self) -> &HttpRequest {
+        &self.req
+    }
+
+    /// Renders `template` with `context` plus the base variables, as 200.
+    pub fn render(&self, template: &str, context: tera::Context) -> Result<HttpResponse, AppError> {
+        self.render_with_status(StatusCode::OK, template, context)
+    }
+
+    pub fn render_with_status(
+        &self,
+        status: StatusCode,
+        template: &str,
+        context: tera::Context,
+    ) -> Result<HttpResponse, AppError> {
+        render(&self.req, &self.user, &self.flashes, status, template, context)
+    }
+}
+
+/// The request-independent inputs of the base layout, so that a page can also be rendered
+/// for a request that an inner middleware consumed (see `ErrorPages`).
+pub struct Layout<'a> {
+    pub state: &'a AppState,
+    pub user: &'a CurrentUser,
+    pub csrf: CsrfToken,
+    pub path: &'a str,
+}
+
+impl<'a> Layout<'a> {
+    fn of(req: &'a HttpRequest, user: &'a CurrentUser) -> Result<Self, AppError> {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState is not registered")))?;
+        Ok(Self { state, user, csrf: CsrfToken::for_request(req)?, path: req.path() })
+    }
+}
+
+fn render(
+    req: &HttpRequest,
+    user: &CurrentUser,
+    flashes: &[Flash],
+    status: StatusCode,
+    template: &str,
+    context: tera::Context,
+) -> Result<HttpResponse, AppError> {
+    render_layout(Layout::of(req, user)?, flashes, status, template, context)
+}
+
+fn render_layout(
+    layout: Layout<'_>,
+    flashes: &[Flash],
+    status: StatusCode,
+    template: &str,
+    mut context: tera::Context,
+) -> Result<HttpResponse, AppError> {
+    let authenticated = layout.user.authenticated();
+    context.insert(
+        "current_user",
+        &UserView {
+            is_authenticated: authenticated.is_some(),
+            is_anonymous: authenticated.is_none(),
+            id: authenticated.map(|u| u.id),
+            email: authenticated.map(|u| u.email.as_str()),
+        },
+    );
+    context.insert("csrf_token", &layout.csrf.token);
+    context.insert("flashes", flashes);
+    context.insert("request_path", layout.path);
+    let html = layout.state.tera.render(template, &context)?;
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"));
+    // Pages show per-user content and carry CSRF tokens: never let a shared cache keep them.
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    if let Some(cookie) = layout.csrf.new_cookie {
+        response.cookie(cookie);
+    }
+    Ok(response.body(html))
+}
+
+/// Renders the error page; used by `ErrorPages`, so it must not fail: if even the template
+/// cannot be rendered, it answers with plain text. It never queries the database (which may
+/// be the thing that is down): the user shown is the one already resolved for this request.
+pub fn render_error(req: &HttpRequest, status: StatusCode, page: &ErrorPage) -> HttpResponse {
+    let user = req.extensions().get::<CurrentUser>().cloned().unwrap_or(CurrentUser::Anonymous);
+    let layout = Layout::of(req, &user);
+    render_error_in(layout, status, page)
+}
+
+/// Renders the error page from a `Layout` gathered before the request was consumed.
+pub fn render_error_in(
+    layout: Result<Layout<'_>, AppError>,
+    status: StatusCode,
+    page: &ErrorPage,
+) -> HttpResponse {
+    let mut context = tera::Context::new();
+    context.insert("status", &status.as_u16());
+    context.insert("title", page.title);
+    context.insert("message", page.message);
+    layout.and_then(|layout| render_layout(layout, &[], status, "error.html", context)).unwrap_or_else(
+        |error| {
+            log::error!("rendering the error page failed: {error:?}");
+            HttpResponse::build(status)
+                .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
+                .body(page.message)
+        },
+    )
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warning => "warning",
+        Level::Success => "success",
+        Level::Info | Level::Debug => "info",
+    }
+}

@@ -1,0 +1,16 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail by panicking")]
+
+//! Integration tests: the real server on a random port, real SQLite, PostgreSQL and Redis,
+//! driven over HTTP with reqwest (cookies on, redirects off). Each test has its own database.
+//!
+//! PostgreSQL and Redis come from `TEST_POSTGRES_URL` and `TEST_REDIS_URL`, which
+//! `scripts/test` sets after starting throwaway servers.
+
+mod helpers;
+
+mod auth;
+mod csrf;
+mod migrations;
+mod pages;
+mod resilience;
+mod sessions;

@@ -1,0 +1,43 @@
+//! Every migration runs up, down and up again on both backends.
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, SqliteConnection};
+use latchkey::db::{self, DbConnection};
+
+use crate::helpers::{Db, TestDatabase};
+
+fn round_trip(mut conn: DbConnection) {
+    let reverted = db::revert_all(&mut conn).expect("revert all");
+    assert_eq!(reverted.len(), 2, "{reverted:?}");
+    assert!(conn.batch_execute("SELECT count(*) FROM users").is_err(), "users is gone");
+    let applied = db::migrate(&mut conn).expect("migrate again");
+    assert_eq!(applied.len(), 2, "{applied:?}");
+    conn.batch_execute("SELECT count(*) FROM users; SELECT count(*) FROM login_sessions")
+        .expect("tables are back");
+}
+
+#[tokio::test]
+async fn postgres_migrations_round_trip() {
+    tokio::task::spawn_blocking(|| {
+        let database = TestDatabase::create(Db::Postgres);
+        let conn = PgConnection::establish(&database.url(None)).expect("connect");
+        round_trip(DbConnection::Postgres(conn));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_migrations_round_trip() {
+    tokio::task::spawn_blocking(|| {
+        let database = TestDatabase::create(Db::Sqlite);
+        let url = database.url(None);
+        let path = url.trim_start_matches("sqlite://");
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(path).expect("connect"));
+        let applied = db::migrate(&mut conn).expect("first migrate");
+        assert_eq!(applied.len(), 2);
+        round_trip(conn);
+    })
+    .await
+    .unwrap();
+}

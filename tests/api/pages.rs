@@ -1,0 +1,120 @@
+//! Public pages, error pages and probes.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Db, Store, TestApp, PASSWORD};
+
+#[tokio::test]
+async fn public_pages_render_for_guests() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
+    for (path, text) in
+        [("/", "Hello, guest"), ("/login", "Log in"), ("/register", "Register"), ("/logout", "not logged in")]
+    {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+        assert!(response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"));
+        let html = response.text().await.unwrap();
+        assert!(html.contains(text), "{path}: {html}");
+        assert!(html.contains(r#"<link rel="stylesheet" href="/static/style.css">"#));
+    }
+    let css = app.get("/static/style.css").await;
+    assert_eq!(css.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_navigation_shows_who_is_logged_in() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
+    app.register("uma@example.com", PASSWORD).await;
+    let html = app.get_html("/about").await;
+    assert!(html.contains("Signed in as <strong>uma@example.com</strong>"), "{html}");
+    assert!(html.contains(r#"action="/logout""#));
+    let account = app.get_html("/account").await;
+    assert!(account.contains("uma@example.com"));
+}
+
+#[tokio::test]
+async fn user_input_is_escaped() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
+    let token = app.csrf_token("/register").await;
+    let email = "<script>alert(1)</script>";
+    let response = app
+        .post_form(
+            "/register",
+            &[("email", email), ("password", "x"), ("password_confirm", "x"), ("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = response.text().await.unwrap();
+    assert!(!html.contains("<script>alert(1)</script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;"), "{html}");
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_404_page() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
+    let response = app.get("/no/such/page").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("Page not found") && html.contains("<html"), "{html}");
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_forms_are_refused() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
+    let token = app.csrf_token("/register").await;
+
+    let huge = "a".repeat(100 * 1024);
+    let response = app
+        .post_form(
+            "/register",
+            &[
+                ("email", huge.as_str()),
+                ("password", PASSWORD),
+                ("password_confirm", PASSWORD),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(response.text().await.unwrap().contains("Request too large"));
+
+    let json = app
+        .client
+        .post(app.url("/register"))
+        .header("Origin", &app.address)
+        .header("Content-Type", "application/json")
+        .body(r#"{"email":"x@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+    assert!(json.text().await.unwrap().contains("Expected a form submission."));
+
+    let duplicated = format!("csrf_token={token}&csrf_token={token}&email=a");
+    let response = app
+        .client
+        .post(app.url("/register"))
+        .header("Origin", &app.address)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(duplicated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn probes_answer() {
+    for store in [Store::Cookie, Store::Redis] {
+        let app = TestApp::spawn(Db::Postgres, store).await;
+        let health = app.get("/healthz").await;
+        assert_eq!(health.status(), StatusCode::OK);
+        assert_eq!(health.text().await.unwrap(), "ok");
+        assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    }
+}

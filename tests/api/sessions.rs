@@ -1,0 +1,120 @@
+//! What a session cookie is worth: nothing after logout, nothing when tampered with, and a
+//! new one at every login.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{secret_key, session_cookie_in, Db, Options, Store, TestApp, PASSWORD};
+use crate::matrix;
+
+async fn a_cookie_replayed_after_logout_is_anonymous(app: TestApp) {
+    app.register("lee@example.com", PASSWORD).await;
+    let copied = app.cookies();
+    assert!(app.is_logged_in_with(&copied).await, "the copy works before logout");
+
+    app.logout().await;
+
+    assert!(!app.is_logged_in_with(&copied).await, "the copy is dead after logout");
+    let home = app.get_with_cookies("/", &copied).await.text().await.unwrap();
+    assert!(home.contains("Hello, guest"), "{home}");
+}
+matrix!(a_cookie_replayed_after_logout_is_anonymous);
+
+async fn the_session_id_changes_at_login(app: TestApp) {
+    app.create_user("max@example.com").await;
+    app.create_user("nia@example.com").await;
+
+    app.login("max@example.com", PASSWORD, "").await;
+    let first = app.session_cookie().expect("a session cookie after login");
+    let first_cookies = app.cookies();
+
+    app.login("nia@example.com", PASSWORD, "").await;
+    let second = app.session_cookie().expect("a session cookie after the second login");
+    assert_ne!(first, second, "the session id was renewed");
+
+    // The earlier session does not survive the new login, whatever the store.
+    assert!(!app.is_logged_in_with(&first_cookies).await);
+    assert!(app.get_html("/").await.contains("nia@example.com"));
+}
+matrix!(the_session_id_changes_at_login);
+
+async fn tampered_or_garbage_cookies_are_anonymous(app: TestApp) {
+    app.register("ola@example.com", PASSWORD).await;
+    let genuine = app.session_cookie().expect("session cookie");
+    let mut flipped = genuine.clone().into_bytes();
+    let middle = flipped.len() / 2;
+    flipped[middle] = if flipped[middle] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let truncated = genuine[..genuine.len() / 2].to_owned();
+
+    for value in [flipped.as_str(), truncated.as_str(), "garbage", "", "%00%ff", "a=b=c", &"x".repeat(3000)] {
+        let cookies = format!("latchkey_session={value}");
+        let response = app.get_with_cookies("/account", &cookies).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{value:?}");
+        let response = app.get_with_cookies("/", &cookies).await;
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+    }
+    assert!(app.is_logged_in().await, "the genuine cookie still works");
+}
+matrix!(tampered_or_garbage_cookies_are_anonymous);
+
+#[tokio::test]
+async fn session_cookie_attributes_in_development() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Redis).await;
+    let response = app.register("pat@example.com", PASSWORD).await;
+    let set_cookie: Vec<String> =
+        response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let session = set_cookie.iter().find(|c| c.starts_with("latchkey_session=")).expect("session cookie set");
+    assert!(session.contains("HttpOnly"), "{session}");
+    assert!(session.contains("SameSite=Lax"), "{session}");
+    assert!(session.contains("Path=/"), "{session}");
+    assert!(!session.to_lowercase().contains("domain="), "{session}");
+    assert!(!session.contains("Secure"), "works over http://localhost in development: {session}");
+    assert!(session_cookie_in(&app.cookies()).is_some());
+}
+
+#[tokio::test]
+async fn session_cookie_is_secure_and_host_prefixed_in_production() {
+    let options = Options {
+        vars: vec![("APP_ENV", "production".into()), ("SECRET_KEY", secret_key())],
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, options).await;
+    // A production browser sends the __Host- CSRF cookie only over https; replay it by hand.
+    let page = app.get("/register").await;
+    let csrf_cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-latchkey_csrf="))
+        .expect("__Host- CSRF cookie");
+    assert!(csrf_cookie.contains("Secure") && csrf_cookie.contains("HttpOnly"), "{csrf_cookie}");
+    let token = crate::helpers::csrf_token_in(&page.text().await.unwrap());
+    let cookie_pair = csrf_cookie.split(';').next().unwrap().to_owned();
+
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client
+        .post(app.url("/register"))
+        .header("Cookie", cookie_pair)
+        .form(&[
+            ("email", "quinn@example.com"),
+            ("password", PASSWORD),
+            ("password_confirm", PASSWORD),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let session = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-latchkey_session="))
+        .expect("__Host- session cookie");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(attribute), "{attribute} in {session}");
+    }
+    assert!(!session.to_lowercase().contains("domain="), "{session}");
+}
