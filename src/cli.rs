@@ -28,8 +28,11 @@ impl Cli {
             Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
             Command::Migrate => {
                 let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
+                let url = settings.database_url.describe();
                 let applied = tokio::task::spawn_blocking(move || -> Result<Vec<String>, anyhow::Error> {
-                    let mut conn = pool.get()?;
+                    let mut conn = pool
+                        .get()
+                        .map_err(|e| anyhow::anyhow!("cannot connect to {url} (DATABASE_URL): {e}"))?;
                     db::migrate(&mut conn)
                 })
                 .await??;

@@ -9,6 +9,7 @@
 mod helpers;
 
 mod auth;
+mod cli;
 mod csrf;
 mod migrations;
 mod pages;
