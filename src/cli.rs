@@ -20,6 +20,17 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage server-side sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Delete expired session state from the database store.
+    Purge,
 }
 
 impl Cli {
@@ -40,6 +51,13 @@ impl Cli {
                 for migration in applied {
                     println!("  {migration}");
                 }
+            }
+            Command::Sessions { action: SessionsCommand::Purge } => {
+                let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
+                let purged = crate::sessions::database::purge_expired(&pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("purging sessions failed: {e}"))?;
+                println!("{purged} expired session(s) purged");
             }
         }
         Ok(())

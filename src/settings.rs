@@ -35,6 +35,50 @@ pub enum SessionStoreKind {
     Cookie,
     /// actix-session's Redis store.
     Redis,
+    /// Our own store in the application database (`session_states`).
+    Database,
+}
+
+/// Flask-Login's `session_protection`: what happens when a login's IP or user agent changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionProtection {
+    Off,
+    /// Mark the login not fresh (sensitive actions re-authenticate) and record the change.
+    Basic,
+    /// End the login.
+    Strong,
+}
+
+/// How long sessions live and how they are refreshed.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    /// An ordinary login ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// An ordinary login ends this long after it started, however active.
+    pub absolute_timeout: Duration,
+    /// A remembered login ends after this long without a request.
+    pub remember_duration: Duration,
+    /// Server-side session ids are replaced this often while in use.
+    pub rotate_interval: Duration,
+    /// A replaced or deleted server-side session id keeps working this long, so concurrent
+    /// requests that still carry it are not logged out.
+    pub rotate_grace: Duration,
+    /// How long before the idle timeout the page warns.
+    pub timeout_warning: Duration,
+    /// How often expired server-side session state is purged.
+    pub purge_interval: Duration,
+    pub protection: SessionProtection,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl SessionPolicy {
+    /// How stale a login's `last_seen_at` (and a session's TTL) may get before a request
+    /// writes it again: a minute, or less for short idle timeouts, so ordinary browsing costs
+    /// one read per request and at most one write a minute.
+    pub fn touch_interval(&self) -> Duration {
+        (self.idle_timeout / 10).min(Duration::from_secs(60))
+    }
 }
 
 /// A string that must never reach a log: `Debug` prints `[redacted]`.
@@ -148,6 +192,7 @@ pub struct Settings {
     /// How long a Redis command may take before the request answers 503.
     pub redis_timeout: Duration,
     pub session_store: SessionStoreKind,
+    pub sessions: SessionPolicy,
     pub secret_key: SecretKey,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
@@ -190,16 +235,58 @@ impl Settings {
         let default_db = format!("sqlite://{DATA_DIR}/latchkey.sqlite3");
         let database_url = DatabaseUrl::parse(get("DATABASE_URL").unwrap_or(&default_db))?;
 
-        let session_store = match get("SESSION_STORE").unwrap_or("cookie") {
+        let session_store = match get("SESSION_STORE").unwrap_or("database") {
             "cookie" => SessionStoreKind::Cookie,
             "redis" => SessionStoreKind::Redis,
+            "database" => SessionStoreKind::Database,
             other => {
                 return Err(SettingsError::new(
                     "SESSION_STORE",
-                    format!("expected cookie or redis, got {other:?}"),
+                    format!("expected cookie, redis or database, got {other:?}"),
                 ))
             }
         };
+        let duration =
+            |var: &'static str, default: u64| parse_duration_var(get(var), var, Duration::from_secs(default));
+        let sessions = SessionPolicy {
+            idle_timeout: duration("IDLE_TIMEOUT", 30 * 60)?,
+            absolute_timeout: duration("ABSOLUTE_TIMEOUT", 12 * 3600)?,
+            remember_duration: duration("REMEMBER_DURATION", 30 * 86_400)?,
+            rotate_interval: duration("ROTATE_INTERVAL", 15 * 60)?,
+            rotate_grace: duration("ROTATE_GRACE", 30)?,
+            timeout_warning: duration("TIMEOUT_WARNING", 2 * 60)?,
+            purge_interval: duration("SESSION_PURGE_INTERVAL", 10 * 60)?,
+            protection: match get("SESSION_PROTECTION").unwrap_or("basic") {
+                "off" => SessionProtection::Off,
+                "basic" => SessionProtection::Basic,
+                "strong" => SessionProtection::Strong,
+                other => {
+                    return Err(SettingsError::new(
+                        "SESSION_PROTECTION",
+                        format!("expected off, basic or strong, got {other:?}"),
+                    ))
+                }
+            },
+            trusted_proxies: match get("TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|ip| {
+                        ip.parse().map_err(|_| {
+                            SettingsError::new("TRUSTED_PROXIES", format!("{ip:?} is not an IP address"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
+        if sessions.absolute_timeout < sessions.idle_timeout {
+            return Err(SettingsError::new("ABSOLUTE_TIMEOUT", "must not be shorter than IDLE_TIMEOUT"));
+        }
+        if sessions.timeout_warning >= sessions.idle_timeout {
+            return Err(SettingsError::new("TIMEOUT_WARNING", "must be shorter than IDLE_TIMEOUT"));
+        }
         let redis_url = get("REDIS_URL").map(Secret::new);
         if let Some(url) = &redis_url {
             if !(url.expose().starts_with("redis://")
@@ -248,6 +335,7 @@ impl Settings {
             redis_url,
             redis_timeout,
             session_store,
+            sessions,
             secret_key,
             bcrypt_cost,
             password_min_length,
@@ -385,6 +473,9 @@ mod tests {
             ("SECRET_KEY", "short"),
             ("DATABASE_TIMEOUT", "soon"),
             ("REDIS_URL", "http://x"),
+            ("IDLE_TIMEOUT", "forever"),
+            ("SESSION_PROTECTION", "paranoid"),
+            ("TRUSTED_PROXIES", "10.0.0.1, proxy.local"),
         ];
         for (var, value) in cases {
             let err = Settings::from_vars(&vars(&[(var, value)])).err().map(|e| e.var);

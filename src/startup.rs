@@ -16,7 +16,8 @@ use crate::auth::password;
 use crate::db::{self, Pool};
 use crate::error::{AppError, ErrorPages};
 use crate::routes;
-use crate::sessions::Store;
+use crate::sessions::lifecycle::{Lifecycle, RememberCookie};
+use crate::sessions::{self, Store};
 use crate::settings::Settings;
 use crate::web::keys::Keys;
 
@@ -66,17 +67,14 @@ impl Application {
             tokio::task::spawn_blocking(move || password::hash_blocking("latchkey dummy password", cost))
                 .await??;
 
-        let store = Store::connect(&settings).await?;
-        let redis = match &store {
-            Store::Redis { pool, .. } => {
-                // Not fatal: the site starts, answers 503 and recovers once Redis is reachable.
-                if let Err(error) = redis_ping(pool, settings.redis_timeout).await {
-                    log::warn!("Redis (REDIS_URL) is not reachable yet: {error:#}");
-                }
-                Some(pool.clone())
+        let store = Store::connect(&settings, &pool).await?;
+        let redis = store.redis_pool().cloned();
+        if let Some(pool) = &redis {
+            // Not fatal: the site starts, answers 503 and recovers once Redis is reachable.
+            if let Err(error) = redis_ping(pool, settings.redis_timeout).await {
+                log::warn!("Redis (REDIS_URL) is not reachable yet: {error:#}");
             }
-            Store::Cookie => None,
-        };
+        }
 
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {} (BIND)", settings.bind))?;
@@ -85,13 +83,21 @@ impl Application {
             "latchkey listening on http://{address} ({} mode; database: {}; sessions: {})",
             if settings.is_production() { "production" } else { "development" },
             settings.database_url.describe(),
-            match store {
-                Store::Cookie => "signed and encrypted cookies",
-                Store::Redis { .. } => "Redis",
-            },
+            store.describe(),
         );
 
         let production = settings.is_production();
+        let lifecycle = Lifecycle {
+            touch_interval: settings.sessions.touch_interval(),
+            rotate_interval: store.is_server_side().then_some(settings.sessions.rotate_interval),
+        };
+        let remember = RememberCookie {
+            cookie_name: sessions::cookie_name(production),
+            lifetime: settings.sessions.remember_duration,
+        };
+        if store.is_database() {
+            spawn_purger(pool.clone(), settings.sessions.purge_interval);
+        }
         let static_dir = settings.static_dir.clone();
         let keys = Keys::derive(&settings.secret_key);
         let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), dummy_hash, redis });
@@ -102,7 +108,9 @@ impl Application {
                 .app_data(state.clone())
                 // Innermost first: identity needs the session; errors from both become pages.
                 .wrap(IdentityMiddleware::default())
+                .wrap(lifecycle.clone())
                 .wrap(store.middleware(keys.session.clone(), production))
+                .wrap(remember.clone())
                 .wrap(FlashMessagesFramework::builder(flash_store).build())
                 .wrap(ErrorPages)
                 .wrap(security_headers())
@@ -124,6 +132,22 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Purges expired server-side session state every `interval`, for the life of the server.
+fn spawn_purger(pool: Pool, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            match sessions::database::purge_expired(&pool).await {
+                Ok(0) => {}
+                Ok(purged) => log::info!("purged {purged} expired session(s)"),
+                Err(error) => log::warn!("purging expired sessions failed: {error}"),
+            }
+        }
+    });
 }
 
 /// Checks that Redis answers within `limit`.

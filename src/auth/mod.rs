@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use actix_identity::IdentityExt;
 use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
+use actix_web_flash_messages::FlashMessage;
 use chrono::NaiveDateTime;
 use futures_util::future::LocalBoxFuture;
 
@@ -23,6 +24,8 @@ use crate::db;
 use crate::error::{prefers_json, AppError};
 use crate::models::LoginSession;
 use crate::startup::AppState;
+use crate::web::client::ClientInfo;
+use login::{Rules, Touch, Verdict};
 
 /// A logged-in user as the request sees it.
 #[derive(Debug)]
@@ -31,7 +34,13 @@ pub struct AuthenticatedUser {
     pub email: String,
     pub created_at: NaiveDateTime,
     /// The `login_sessions` row this browser is logged in through.
-    pub login_session_id: String,
+    pub login: LoginSession,
+}
+
+impl AuthenticatedUser {
+    pub fn login_session_id(&self) -> &str {
+        &self.login.id
+    }
 }
 
 /// The user behind this request, or an anonymous visitor. Never fails for anonymous visitors.
@@ -58,12 +67,20 @@ impl CurrentUser {
         if let Some(cached) = req.extensions().get::<CurrentUser>() {
             return Ok(cached.clone());
         }
-        let resolved = Self::load(req).await?;
+        let resolved = Self::load(req, Touch::Throttled).await?;
         req.extensions_mut().insert(resolved.clone());
         Ok(resolved)
     }
 
-    async fn load(req: &HttpRequest) -> Result<CurrentUser, AppError> {
+    /// Resolves the user with an explicit `touch` rule, bypassing the cache (session status
+    /// and "stay signed in" need exactly this), and caches the answer.
+    pub async fn resolve_with(req: &HttpRequest, touch: Touch) -> Result<CurrentUser, AppError> {
+        let resolved = Self::load(req, touch).await?;
+        req.extensions_mut().insert(resolved.clone());
+        Ok(resolved)
+    }
+
+    async fn load(req: &HttpRequest, touch: Touch) -> Result<CurrentUser, AppError> {
         let Ok(identity) = req.get_identity() else {
             return Ok(Self::Anonymous);
         };
@@ -72,20 +89,24 @@ impl CurrentUser {
         };
         let state = app_state(req)?;
         let id = login::token_id(&token);
-        let lookup_id = id.clone();
         let now = chrono::Utc::now().naive_utc();
-        let found =
-            db::run(&state.pool, move |conn| LoginSession::find_with_user(conn, &lookup_id, now)).await?;
-        match found {
-            Some((session, user)) => Ok(Self::Authenticated(Rc::new(AuthenticatedUser {
+        let rules = Rules::of(&state.settings.sessions);
+        let client = ClientInfo::of(req, &state.settings.sessions.trusted_proxies);
+        let verdict =
+            db::run(&state.pool, move |conn| login::check(conn, &id, now, rules, &client, touch)).await?;
+        match verdict {
+            Verdict::Live(login, user) => Ok(Self::Authenticated(Rc::new(AuthenticatedUser {
                 id: user.id,
                 email: user.email,
                 created_at: user.created_at,
-                login_session_id: session.id,
+                login,
             }))),
-            None => {
-                // The login was ended on the server (logout, revocation): forget it here too,
-                // which also clears a stale cookie.
+            ended => {
+                if matches!(ended, Verdict::Expired) {
+                    FlashMessage::warning("Your session expired. Please log in again.").send();
+                }
+                // The login ended on the server (logout, revocation, timeout): forget it here
+                // too, which also clears the stale cookie.
                 identity.logout();
                 Ok(Self::Anonymous)
             }

@@ -19,6 +19,44 @@ use crate::settings::Secret;
 /// Longest password accepted, in bytes; anything longer is refused before any hashing.
 pub const MAX_BYTES: usize = 1024;
 
+/// Why a new password was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewPasswordError {
+    TooShort(usize),
+    TooLong,
+    Mismatch,
+}
+
+impl NewPasswordError {
+    pub fn message(&self) -> String {
+        match self {
+            Self::TooShort(min) => format!("Use at least {min} characters."),
+            Self::TooLong => format!("Use at most {MAX_BYTES} bytes."),
+            Self::Mismatch => "The passwords do not match.".to_owned(),
+        }
+    }
+
+    /// Whether the problem belongs to the confirmation field rather than the password.
+    pub fn is_about_confirmation(&self) -> bool {
+        matches!(self, Self::Mismatch)
+    }
+}
+
+/// The rules for a new password: any Unicode, at least `min_length` characters, at most
+/// `MAX_BYTES` bytes, typed the same twice.
+pub fn validate_new(password: &str, confirmation: &str, min_length: usize) -> Vec<NewPasswordError> {
+    let mut problems = Vec::new();
+    if password.len() > MAX_BYTES {
+        problems.push(NewPasswordError::TooLong);
+    } else if password.chars().count() < min_length {
+        problems.push(NewPasswordError::TooShort(min_length));
+    }
+    if password != confirmation {
+        problems.push(NewPasswordError::Mismatch);
+    }
+    problems
+}
+
 fn prehash(password: &str, salt: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(salt.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));

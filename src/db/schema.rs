@@ -9,6 +9,16 @@ diesel::table! {
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
         remember -> Bool,
+        fresh -> Bool,
+    }
+}
+
+diesel::table! {
+    session_states (id) {
+        id -> Text,
+        state -> Text,
+        expires_at -> Timestamp,
+        retired -> Bool,
     }
 }
 
@@ -24,4 +34,4 @@ diesel::table! {
 
 diesel::joinable!(login_sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(login_sessions, users,);
+diesel::allow_tables_to_appear_in_same_query!(login_sessions, session_states, users,);

@@ -1,6 +1,6 @@
 //! The `login_sessions` table: one row per login, the server-side truth of who is logged in.
 
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::{login_sessions, users};
@@ -18,6 +18,8 @@ pub struct LoginSession {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub remember: bool,
+    /// False once the client's IP or user agent changed (session protection `basic`).
+    pub fresh: bool,
 }
 
 #[derive(Insertable)]
@@ -38,36 +40,64 @@ impl NewLoginSession<'_> {
     }
 }
 
-/// How stale `last_seen_at` may get before a request writes it again.
-pub const LAST_SEEN_RESOLUTION: TimeDelta = TimeDelta::seconds(60);
-
 impl LoginSession {
-    /// The live login with this id and its user, refreshing `last_seen_at` at most once per
-    /// `LAST_SEEN_RESOLUTION` so that ordinary browsing costs one read.
-    pub fn find_with_user(
-        conn: &mut DbConnection,
-        id: &str,
-        now: NaiveDateTime,
-    ) -> QueryResult<Option<(LoginSession, User)>> {
-        let found = login_sessions::table
+    /// The login with this id and its user, whatever its age (callers judge expiry).
+    pub fn find_with_user(conn: &mut DbConnection, id: &str) -> QueryResult<Option<(LoginSession, User)>> {
+        login_sessions::table
             .inner_join(users::table)
             .filter(login_sessions::id.eq(id))
             .select((LoginSession::as_select(), User::as_select()))
             .first(conn)
-            .optional()?;
-        if let Some((session, _)) = &found {
-            if now - session.last_seen_at >= LAST_SEEN_RESOLUTION {
-                diesel::update(login_sessions::table.find(&session.id))
-                    .set(login_sessions::last_seen_at.eq(now))
-                    .execute(conn)?;
-            }
-        }
-        Ok(found)
+            .optional()
+    }
+
+    pub fn touch(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+        diesel::update(login_sessions::table.find(id))
+            .set(login_sessions::last_seen_at.eq(now))
+            .execute(conn)
+            .map(drop)
+    }
+
+    pub fn mark_not_fresh(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+        diesel::update(login_sessions::table.find(id))
+            .set(login_sessions::fresh.eq(false))
+            .execute(conn)
+            .map(drop)
     }
 
     /// Ends one login. Returns whether it existed.
     pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
         diesel::delete(login_sessions::table.find(id)).execute(conn).map(|n| n > 0)
+    }
+
+    /// Ends one of `user_id`'s logins; another user's id matches nothing.
+    pub fn delete_for_user(conn: &mut DbConnection, user_id: i32, id: &str) -> QueryResult<bool> {
+        diesel::delete(
+            login_sessions::table
+                .filter(login_sessions::user_id.eq(user_id))
+                .filter(login_sessions::id.eq(id)),
+        )
+        .execute(conn)
+        .map(|n| n > 0)
+    }
+
+    /// Ends every login of `user_id` except `keep`; returns how many ended.
+    pub fn delete_others(conn: &mut DbConnection, user_id: i32, keep: &str) -> QueryResult<usize> {
+        diesel::delete(
+            login_sessions::table
+                .filter(login_sessions::user_id.eq(user_id))
+                .filter(login_sessions::id.ne(keep)),
+        )
+        .execute(conn)
+    }
+
+    /// Every login of `user_id`, most recently active first.
+    pub fn list_for_user(conn: &mut DbConnection, user_id: i32) -> QueryResult<Vec<LoginSession>> {
+        login_sessions::table
+            .filter(login_sessions::user_id.eq(user_id))
+            .order(login_sessions::last_seen_at.desc())
+            .select(LoginSession::as_select())
+            .load(conn)
     }
 
     pub fn count_for_user(conn: &mut DbConnection, user_id: i32) -> QueryResult<i64> {

@@ -49,6 +49,18 @@ impl User {
         users::table.filter(users::email.eq(email)).select(User::as_select()).first(conn).optional()
     }
 
+    pub fn set_password_hash(
+        conn: &mut DbConnection,
+        id: i32,
+        password_hash: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.find(id))
+            .set((users::password_hash.eq(password_hash), users::updated_at.eq(now)))
+            .execute(conn)
+            .map(drop)
+    }
+
     pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
         users::table.count().get_result(conn)
     }

@@ -53,7 +53,8 @@ struct RegisterForm {
     next: String,
 }
 
-type FieldErrors = BTreeMap<&'static str, Vec<String>>;
+/// Messages per form field, as the templates show them under each input.
+pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
 
 /// A registration that passed validation.
 struct Registration {
@@ -70,14 +71,11 @@ impl RegisterForm {
         } else if email.len() > 254 || !email.validate_email() {
             errors.entry("email").or_default().push("Enter a valid email address.".into());
         }
-        let password = self.password.expose();
-        if password.len() > password::MAX_BYTES {
-            errors.entry("password").or_default().push(format!("Use at most {} bytes.", password::MAX_BYTES));
-        } else if password.chars().count() < min_length {
-            errors.entry("password").or_default().push(format!("Use at least {min_length} characters."));
-        }
-        if password != self.password_confirm.expose() {
-            errors.entry("password_confirm").or_default().push("The passwords do not match.".into());
+        for problem in
+            password::validate_new(self.password.expose(), self.password_confirm.expose(), min_length)
+        {
+            let field = if problem.is_about_confirmation() { "password_confirm" } else { "password" };
+            errors.entry(field).or_default().push(problem.message());
         }
         if errors.is_empty() {
             Ok(Registration { email, password: self.password })

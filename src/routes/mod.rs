@@ -1,12 +1,18 @@
 //! The site's routes, one module per area; each owns its paths through `config`.
 
+pub mod account;
 pub mod auth;
 pub mod health;
 pub mod pages;
+pub mod session;
 
 use actix_web::web::ServiceConfig;
 
 /// Registers every route.
 pub fn config(cfg: &mut ServiceConfig) {
-    cfg.configure(pages::config).configure(auth::config).configure(health::config);
+    cfg.configure(pages::config)
+        .configure(auth::config)
+        .configure(account::config)
+        .configure(session::config)
+        .configure(health::config);
 }

@@ -9,25 +9,12 @@ use crate::web::page::Page;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
-        .route("/account", web::get().to(account))
         .route("/about", web::get().to(about))
         .route("/contact", web::get().to(contact));
 }
 
 async fn home(page: Page) -> Result<HttpResponse, AppError> {
     page.render("home.html", Context::new())
-}
-
-async fn account(user: LoginRequired, page: Page) -> Result<HttpResponse, AppError> {
-    let mut context = Context::new();
-    context.insert(
-        "user",
-        &serde_json::json!({
-            "email": user.email,
-            "created_at": user.created_at.format("%-d %B %Y").to_string(),
-        }),
-    );
-    page.render("account.html", context)
 }
 
 async fn about(_user: LoginRequired, page: Page) -> Result<HttpResponse, AppError> {

@@ -105,6 +105,20 @@ pub fn browser_secret(req: &HttpRequest, production: bool) -> Option<String> {
         .filter(|v| v.len() == 43 && URL_SAFE_NO_PAD.decode(v).is_ok())
 }
 
+/// The extractor for state-changing requests made by our JavaScript: the token travels in the
+/// `X-CSRF-Token` header (read from the page's `<meta name="csrf-token">`).
+pub struct CsrfHeader;
+
+impl actix_web::FromRequest for CsrfHeader {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let submitted = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+        std::future::ready(verify(req, submitted).map(|()| CsrfHeader))
+    }
+}
+
 fn derive(key: &[u8], secret: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));

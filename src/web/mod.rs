@@ -1,5 +1,6 @@
 //! HTTP plumbing shared by every route: page rendering, CSRF-checked forms, derived keys.
 
+pub mod client;
 pub mod csrf;
 pub mod form;
 pub mod keys;

@@ -8,6 +8,7 @@ use actix_web_flash_messages::{IncomingFlashMessages, Level};
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 
+use crate::auth::login::SessionStatus;
 use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorPage};
 use crate::startup::AppState;
@@ -127,6 +128,9 @@ fn render_layout(
             email: authenticated.map(|u| u.email.as_str()),
         },
     );
+    if authenticated.is_some() {
+        context.insert("session_status", &SessionStatus::of(layout.user, &layout.state.settings.sessions));
+    }
     context.insert("csrf_token", &layout.csrf.token);
     context.insert("flashes", flashes);
     context.insert("request_path", layout.path);

@@ -27,35 +27,56 @@ pub enum Db {
 pub enum Store {
     Cookie,
     Redis,
+    Database,
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Generates one `#[tokio::test]` per database and store for an `async fn(TestApp)`.
+/// Generates one `#[tokio::test]` per database and store for an `async fn(TestApp)`, or,
+/// given settings, for an `async fn(TestApp)` started with them.
 #[macro_export]
 macro_rules! matrix {
     ($case:ident) => {
+        $crate::matrix!($case, []);
+    };
+    ($case:ident, [$(($var:expr, $value:expr)),* $(,)?]) => {
         mod $case {
-            use $crate::helpers::{Db, Store, TestApp};
+            #[allow(unused_imports)]
+            use $crate::helpers::{Db, Options, Store, TestApp};
+
+            async fn spawn(db: Db, store: Store) -> TestApp {
+                let vars = vec![$(($var, String::from($value))),*];
+                TestApp::spawn_with(db, store, Options { vars, ..Options::default() }).await
+            }
 
             #[tokio::test]
             async fn sqlite_cookie() {
-                super::$case(TestApp::spawn(Db::Sqlite, Store::Cookie).await).await
+                super::$case(spawn(Db::Sqlite, Store::Cookie).await).await
             }
 
             #[tokio::test]
             async fn sqlite_redis() {
-                super::$case(TestApp::spawn(Db::Sqlite, Store::Redis).await).await
+                super::$case(spawn(Db::Sqlite, Store::Redis).await).await
+            }
+
+            #[tokio::test]
+            async fn sqlite_database() {
+                super::$case(spawn(Db::Sqlite, Store::Database).await).await
             }
 
             #[tokio::test]
             async fn postgres_cookie() {
-                super::$case(TestApp::spawn(Db::Postgres, Store::Cookie).await).await
+                super::$case(spawn(Db::Postgres, Store::Cookie).await).await
             }
 
             #[tokio::test]
             async fn postgres_redis() {
-                super::$case(TestApp::spawn(Db::Postgres, Store::Redis).await).await
+                super::$case(spawn(Db::Postgres, Store::Redis).await).await
+            }
+
+            #[tokio::test]
+            async fn postgres_database() {
+                super::$case(spawn(Db::Postgres, Store::Database).await).await
             }
         }
     };
@@ -180,8 +201,8 @@ pub struct TestApp {
     pub address: String,
     pub client: Client,
     pub jar: Arc<Jar>,
-    /// Dropped with the app, which removes the database.
-    _database: TestDatabase,
+    /// Removed when the app is dropped.
+    database: TestDatabase,
     pub database_proxy: Option<Proxy>,
     pub redis_proxy: Option<Proxy>,
     server: JoinHandle<std::io::Result<()>>,
@@ -234,6 +255,7 @@ impl TestApp {
                 match store {
                     Store::Cookie => "cookie".into(),
                     Store::Redis => "redis".into(),
+                    Store::Database => "database".into(),
                 },
             ),
         ]);
@@ -249,7 +271,7 @@ impl TestApp {
         let server = tokio::spawn(application.run_until_stopped());
         let jar = Arc::new(Jar::default());
         let client = browser(jar.clone());
-        TestApp { address, client, jar, _database: database, database_proxy, redis_proxy, server }
+        TestApp { address, client, jar, database, database_proxy, redis_proxy, server }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -303,6 +325,21 @@ impl TestApp {
         .await
     }
 
+    /// Logs in with "Remember me" ticked.
+    pub async fn login_remembered(&self, email: &str, password: &str) -> Response {
+        let token = self.csrf_token("/login").await;
+        self.post_form(
+            "/login",
+            &[("email", email), ("password", password), ("remember", "on"), ("csrf_token", &token)],
+        )
+        .await
+    }
+
+    /// The `DATABASE_URL` the app runs on.
+    pub fn database_url(&self) -> String {
+        self.database.url(None)
+    }
+
     pub async fn logout(&self) -> Response {
         let token = self.csrf_token("/logout").await;
         self.post_form("/logout", &[("csrf_token", &token)]).await
@@ -343,8 +380,12 @@ impl TestApp {
         status == StatusCode::OK
     }
 
+    /// Whether this browser is logged in (GET /account answers 200), keeping any cookie the
+    /// answer sets, as a browser would.
     pub async fn is_logged_in(&self) -> bool {
-        self.is_logged_in_with(&self.cookies()).await
+        let status = self.get("/account").await.status();
+        assert!(status == StatusCode::OK || status == StatusCode::SEE_OTHER, "unexpected {status}");
+        status == StatusCode::OK
     }
 
     pub fn session_cookie(&self) -> Option<String> {

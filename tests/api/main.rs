@@ -8,9 +8,12 @@
 
 mod helpers;
 
+mod lifecycle;
+
 mod auth;
 mod cli;
 mod csrf;
+mod devices;
 mod migrations;
 mod pages;
 mod resilience;

@@ -1,0 +1,2 @@
+ALTER TABLE login_sessions DROP COLUMN fresh;
+DROP TABLE session_states;

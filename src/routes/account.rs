@@ -1,0 +1,222 @@
+//! The account area: the account page, "your devices" (every live login, with revocation),
+//! and password change.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::FlashMessage;
+use serde::{Deserialize, Serialize};
+use tera::Context;
+
+use crate::auth::{login, password, LoginRequired};
+use crate::db;
+use crate::error::AppError;
+use crate::models::{LoginSession, User};
+use crate::routes::auth::FieldErrors;
+use crate::settings::Secret;
+use crate::startup::AppState;
+use crate::web::form::{CsrfForm, NoFields};
+use crate::web::page::Page;
+use crate::web::see_other;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/account", web::get().to(account))
+        .route("/account/sessions", web::get().to(devices))
+        .route("/account/sessions/revoke-others", web::post().to(revoke_others))
+        .route("/account/sessions/{id}/revoke", web::post().to(revoke))
+        .route("/account/password", web::get().to(password_form))
+        .route("/account/password", web::post().to(change_password));
+}
+
+const DATE_FORMAT: &str = "%-d %B %Y, %H:%M UTC";
+
+async fn account(user: LoginRequired, page: Page) -> Result<HttpResponse, AppError> {
+    let mut context = Context::new();
+    context.insert(
+        "user",
+        &serde_json::json!({
+            "email": user.email,
+            "created_at": user.created_at.format("%-d %B %Y").to_string(),
+        }),
+    );
+    page.render("account.html", context)
+}
+
+// ---- your devices ---------------------------------------------------------------------------
+
+/// One login as the devices page shows it.
+#[derive(Serialize)]
+struct Device {
+    id: String,
+    browser: String,
+    os: String,
+    ip: String,
+    started: String,
+    last_active: String,
+    remembered: bool,
+    fresh: bool,
+    current: bool,
+}
+
+impl Device {
+    fn of(session: LoginSession, current_id: &str) -> Self {
+        let (browser, os) = describe_user_agent(session.user_agent.as_deref());
+        Self {
+            current: session.id == current_id,
+            browser,
+            os,
+            ip: session.ip.unwrap_or_else(|| "unknown".to_owned()),
+            started: session.created_at.format(DATE_FORMAT).to_string(),
+            last_active: session.last_seen_at.format(DATE_FORMAT).to_string(),
+            remembered: session.remember,
+            fresh: session.fresh,
+            id: session.id,
+        }
+    }
+}
+
+/// Browser and operating system names from a user agent, for people to recognise devices.
+fn describe_user_agent(user_agent: Option<&str>) -> (String, String) {
+    let parsed = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua));
+    match parsed {
+        Some(result) if result.name != "UNKNOWN" => {
+            let browser = if result.version.is_empty() || result.version == "UNKNOWN" {
+                result.name.to_owned()
+            } else {
+                format!("{} {}", result.name, result.version)
+            };
+            let os = if result.os == "UNKNOWN" { "Unknown system".to_owned() } else { result.os.to_owned() };
+            (browser, os)
+        }
+        _ => ("Unknown browser".to_owned(), "Unknown system".to_owned()),
+    }
+}
+
+async fn devices(
+    user: LoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let user_id = user.id;
+    let sessions = db::run(&state.pool, move |conn| LoginSession::list_for_user(conn, user_id)).await?;
+    let current = user.login_session_id();
+    let devices: Vec<Device> = sessions.into_iter().map(|s| Device::of(s, current)).collect();
+    let mut context = Context::new();
+    context.insert("devices", &devices);
+    context.insert("others", &devices.iter().filter(|d| !d.current).count());
+    page.render("account_sessions.html", context)
+}
+
+async fn revoke(
+    user: LoginRequired,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    _form: CsrfForm<NoFields>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    if id == user.login_session_id() {
+        // Ending this very login is logging out; keep one way to do that.
+        FlashMessage::info("To end this session, log out.").send();
+        return Ok(see_other("/account/sessions"));
+    }
+    let user_id = user.id;
+    let ended = db::run(&state.pool, move |conn| LoginSession::delete_for_user(conn, user_id, &id)).await?;
+    if !ended {
+        return Err(AppError::NotFound);
+    }
+    log::info!("user {user_id} revoked one of their sessions");
+    FlashMessage::success("That session has been logged out.").send();
+    Ok(see_other("/account/sessions"))
+}
+
+async fn revoke_others(
+    user: LoginRequired,
+    state: web::Data<AppState>,
+    _form: CsrfForm<NoFields>,
+) -> Result<HttpResponse, AppError> {
+    let (user_id, keep) = (user.id, user.login_session_id().to_owned());
+    let ended = db::run(&state.pool, move |conn| LoginSession::delete_others(conn, user_id, &keep)).await?;
+    log::info!("user {user_id} logged out {ended} other session(s)");
+    FlashMessage::success(match ended {
+        0 => "There were no other sessions.".to_owned(),
+        1 => "Logged out 1 other session.".to_owned(),
+        n => format!("Logged out {n} other sessions."),
+    })
+    .send();
+    Ok(see_other("/account/sessions"))
+}
+
+// ---- password change ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    current_password: Secret,
+    #[serde(default)]
+    new_password: Secret,
+    #[serde(default)]
+    new_password_confirm: Secret,
+}
+
+fn password_context(errors: &FieldErrors, min_length: usize) -> Context {
+    let mut context = Context::new();
+    context.insert("errors", errors);
+    context.insert("password_min_length", &min_length);
+    context
+}
+
+async fn password_form(
+    _user: LoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    page.render(
+        "account_password.html",
+        password_context(&FieldErrors::new(), state.settings.password_min_length),
+    )
+}
+
+/// Changes the password, ends every other login of the user, and replaces this one (new
+/// token, new session id): a privilege change.
+async fn change_password(
+    user: LoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<PasswordForm>,
+) -> Result<HttpResponse, AppError> {
+    let min_length = state.settings.password_min_length;
+    let mut errors = FieldErrors::new();
+    for problem in
+        password::validate_new(form.new_password.expose(), form.new_password_confirm.expose(), min_length)
+    {
+        let field = if problem.is_about_confirmation() { "new_password_confirm" } else { "new_password" };
+        errors.entry(field).or_default().push(problem.message());
+    }
+    let email = user.email.clone();
+    let stored =
+        db::run(&state.pool, move |conn| User::find_by_email(conn, &email)).await?.map(|u| u.password_hash);
+    let current_ok = form.current_password.expose().len() <= password::MAX_BYTES
+        && password::verify(form.current_password, stored, state.dummy_hash.clone()).await?;
+    if !current_ok {
+        errors.entry("current_password").or_default().push("Your current password is not correct.".into());
+    }
+    if !errors.is_empty() {
+        return page.render_with_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "account_password.html",
+            password_context(&errors, min_length),
+        );
+    }
+
+    let hash = password::hash(form.new_password, state.settings.bcrypt_cost).await?;
+    let (user_id, keep) = (user.id, user.login_session_id().to_owned());
+    let now = chrono::Utc::now().naive_utc();
+    let ended = db::run(&state.pool, move |conn| {
+        User::set_password_hash(conn, user_id, &hash, now)?;
+        LoginSession::delete_others(conn, user_id, &keep)
+    })
+    .await?;
+    login::log_in(page.request(), user_id, user.login.remember).await?;
+    log::info!("user {user_id} changed their password; {ended} other session(s) ended");
+    FlashMessage::success("Your password has been changed. Every other session has been logged out.").send();
+    Ok(see_other("/account"))
+}

@@ -1,0 +1,170 @@
+//! Session lifecycle middleware.
+//!
+//! - `Lifecycle` (inside the session middleware) refreshes a logged-in session at most once
+//!   per touch interval (extending its server-side lifetime and re-issuing its cookie) and
+//!   replaces its id every `ROTATE_INTERVAL` on server-side stores.
+//! - `RememberCookie` (outside it) makes the session cookie persistent for logins that chose
+//!   "Remember me". actix-session has one lifecycle for every session (actix-extras #266), so
+//!   the per-login choice is kept in the session (`keys::REMEMBER`) and applied here by
+//!   giving the outgoing cookie a `Max-Age`; without it the cookie ends with the browser.
+
+use std::future::{ready, Ready};
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_session::SessionExt;
+use actix_web::cookie::Cookie;
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderValue, SET_COOKIE};
+use actix_web::HttpMessage;
+use futures_util::future::LocalBoxFuture;
+
+use crate::sessions::keys;
+
+/// The identity key actix-identity stores in the session.
+const IDENTITY_KEY: &str = "actix_identity.user_id";
+
+/// Marks a request whose session is a remembered login (read by `RememberCookie`).
+#[derive(Clone, Copy)]
+struct Remembered;
+
+/// Requests that must not count as activity: status polling, probes and assets.
+fn is_passive(path: &str) -> bool {
+    matches!(path, "/session/status" | "/healthz" | "/readyz") || path.starts_with("/static/")
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Refreshes and rotates logged-in sessions; see the module docs.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub touch_interval: Duration,
+    /// `None` where ids name no server-side state (the cookie store).
+    pub rotate_interval: Option<Duration>,
+}
+
+/// Makes the session cookie of remembered logins persistent for `lifetime`.
+#[derive(Clone)]
+pub struct RememberCookie {
+    pub cookie_name: &'static str,
+    pub lifetime: Duration,
+}
+
+macro_rules! transform {
+    ($config:ty, $middleware:ident) => {
+        pub struct $middleware<S> {
+            service: Rc<S>,
+            config: $config,
+        }
+
+        impl<S, B> Transform<S, ServiceRequest> for $config
+        where
+            S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+            B: 'static,
+        {
+            type Response = ServiceResponse<B>;
+            type Error = actix_web::Error;
+            type Transform = $middleware<S>;
+            type InitError = ();
+            type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+            fn new_transform(&self, service: S) -> Self::Future {
+                ready(Ok($middleware { service: Rc::new(service), config: self.clone() }))
+            }
+        }
+    };
+}
+
+transform!(Lifecycle, LifecycleMiddleware);
+transform!(RememberCookie, RememberCookieMiddleware);
+
+impl<S, B> Service<ServiceRequest> for LifecycleMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let session = req.get_session();
+        if session.contains_key(IDENTITY_KEY) && !is_passive(req.path()) {
+            let now = unix_now();
+            let elapsed = |key: &str| {
+                let since = session.get::<i64>(key).ok().flatten().unwrap_or(0);
+                Duration::from_secs(u64::try_from(now - since).unwrap_or(0))
+            };
+            if elapsed(keys::TOUCHED) >= self.config.touch_interval {
+                // Failing to serialise an integer is impossible; ignoring keeps serving.
+                let _ = session.insert(keys::TOUCHED, now);
+            }
+            if let Some(interval) = self.config.rotate_interval {
+                if elapsed(keys::ROTATED) >= interval {
+                    session.renew();
+                    let _ = session.insert(keys::ROTATED, now);
+                }
+            }
+        }
+        let service = Rc::clone(&self.service);
+        Box::pin(async move {
+            let res = service.call(req).await?;
+            let session = res.request().get_session();
+            if session.get::<bool>(keys::REMEMBER).ok().flatten() == Some(true) {
+                res.request().extensions_mut().insert(Remembered);
+            }
+            Ok(res)
+        })
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for RememberCookieMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let config = self.config.clone();
+        Box::pin(async move {
+            let mut res = service.call(req).await?;
+            if res.request().extensions().get::<Remembered>().is_none() {
+                return Ok(res);
+            }
+            let max_age = actix_web::cookie::time::Duration::seconds(
+                i64::try_from(config.lifetime.as_secs()).unwrap_or(i64::MAX),
+            );
+            let headers = res.headers_mut();
+            let rewritten: Vec<HeaderValue> = headers
+                .get_all(SET_COOKIE)
+                .map(|value| {
+                    let Some(mut cookie) = value.to_str().ok().and_then(|v| Cookie::parse(v.to_owned()).ok())
+                    else {
+                        return value.clone();
+                    };
+                    let is_removal = cookie.max_age().is_some_and(|age| age.is_zero());
+                    if cookie.name() != config.cookie_name || is_removal {
+                        return value.clone();
+                    }
+                    cookie.set_max_age(max_age);
+                    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| value.clone())
+                })
+                .collect();
+            headers.remove(SET_COOKIE);
+            for value in rewritten {
+                headers.append(SET_COOKIE, value);
+            }
+            Ok(res)
+        })
+    }
+}
