@@ -3,10 +3,14 @@
 pub mod auth;
 pub mod health;
 pub mod pages;
+pub mod preferences;
 
 use actix_web::web::ServiceConfig;
 
 /// Registers every route.
 pub fn config(cfg: &mut ServiceConfig) {
-    cfg.configure(pages::config).configure(auth::config).configure(health::config);
+    cfg.configure(pages::config)
+        .configure(auth::config)
+        .configure(preferences::config)
+        .configure(health::config);
 }

@@ -13,5 +13,6 @@ mod cli;
 mod csrf;
 mod migrations;
 mod pages;
+mod preferences;
 mod resilience;
 mod sessions;
