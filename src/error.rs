@@ -16,6 +16,7 @@ use actix_web::web;
 
 use crate::auth::CurrentUser;
 use crate::startup::AppState;
+use crate::web::preferences::Preferences;
 use crate::web::{csrf, page};
 
 /// Everything that can go wrong while serving a request.
@@ -217,6 +218,12 @@ where
         let path = req.path().to_owned();
         let csrf_secret =
             state.as_ref().and_then(|s| csrf::browser_secret(req.request(), s.settings.is_production()));
+        let preferences = state
+            .as_ref()
+            .map(|s| {
+                Preferences::from_request(req.request(), &s.keys.preferences, s.settings.is_production())
+            })
+            .unwrap_or_default();
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             match service.call(req).await {
@@ -236,6 +243,7 @@ where
                             state,
                             user: &user,
                             csrf: csrf::CsrfToken::from_secret(state, csrf_secret),
+                            preferences,
                             path: &path,
                         })
                         .ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState is not registered")));

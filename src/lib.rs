@@ -18,5 +18,5 @@ pub mod sessions;
 pub mod settings;
 /// `Application::build`: settings in, bound server out.
 pub mod startup;
-/// HTTP plumbing: page rendering, CSRF-checked forms, derived keys.
+/// HTTP plumbing: page rendering, CSRF-checked forms, derived keys, the preferences cookie.
 pub mod web;

@@ -4,6 +4,7 @@ pub mod account;
 pub mod auth;
 pub mod health;
 pub mod pages;
+pub mod preferences;
 pub mod session;
 
 use actix_web::web::ServiceConfig;
@@ -14,5 +15,6 @@ pub fn config(cfg: &mut ServiceConfig) {
         .configure(auth::config)
         .configure(account::config)
         .configure(session::config)
+        .configure(preferences::config)
         .configure(health::config);
 }

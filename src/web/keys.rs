@@ -15,6 +15,8 @@ pub struct Keys {
     pub flash: Key,
     /// Derives CSRF form tokens from the per-browser CSRF secret.
     pub csrf: Vec<u8>,
+    /// Signs the display-preferences cookie.
+    pub preferences: Key,
 }
 
 impl Keys {
@@ -23,6 +25,7 @@ impl Keys {
             session: Key::from(&derive(master, "latchkey/session-cookie/v1")),
             flash: Key::from(&derive(master, "latchkey/flash-cookie/v1")),
             csrf: derive(master, "latchkey/csrf/v1").to_vec(),
+            preferences: Key::from(&derive(master, "latchkey/preferences-cookie/v1")),
         }
     }
 }

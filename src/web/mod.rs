@@ -1,10 +1,12 @@
-//! HTTP plumbing shared by every route: page rendering, CSRF-checked forms, derived keys.
+//! HTTP plumbing shared by every route: page rendering, CSRF-checked forms, derived keys,
+//! the display-preferences cookie.
 
 pub mod client;
 pub mod csrf;
 pub mod form;
 pub mod keys;
 pub mod page;
+pub mod preferences;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;

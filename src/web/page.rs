@@ -1,6 +1,6 @@
 //! `Page`: the extractor handlers render through. It gathers what the base layout shows on
-//! every page (current user, CSRF token, flash messages) so templates see `current_user` the
-//! way Flask templates do.
+//! every page (current user, CSRF token, flash messages, display preferences) so templates see
+//! `current_user` the way Flask templates do.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
@@ -13,6 +13,7 @@ use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorPage};
 use crate::startup::AppState;
 use crate::web::csrf::CsrfToken;
+use crate::web::preferences::Preferences;
 
 /// What every template receives besides its own variables.
 pub struct Page {
@@ -88,6 +89,7 @@ pub struct Layout<'a> {
     pub state: &'a AppState,
     pub user: &'a CurrentUser,
     pub csrf: CsrfToken,
+    pub preferences: Preferences,
     pub path: &'a str,
 }
 
@@ -96,7 +98,9 @@ impl<'a> Layout<'a> {
         let state = req
             .app_data::<web::Data<AppState>>()
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState is not registered")))?;
-        Ok(Self { state, user, csrf: CsrfToken::for_request(req)?, path: req.path() })
+        let preferences =
+            Preferences::from_request(req, &state.keys.preferences, state.settings.is_production());
+        Ok(Self { state, user, csrf: CsrfToken::for_request(req)?, preferences, path: req.path() })
     }
 }
 
@@ -133,6 +137,7 @@ fn render_layout(
     }
     context.insert("csrf_token", &layout.csrf.token);
     context.insert("flashes", flashes);
+    context.insert("preferences", &layout.preferences);
     context.insert("request_path", layout.path);
     let html = layout.state.tera.render(template, &context)?;
     let mut response = HttpResponse::build(status);

@@ -345,6 +345,12 @@ impl TestApp {
         self.post_form("/logout", &[("csrf_token", &token)]).await
     }
 
+    /// Saves display preferences through the form at /preferences.
+    pub async fn save_preferences(&self, theme: &str, accent: &str) -> Response {
+        let token = self.csrf_token("/preferences").await;
+        self.post_form("/preferences", &[("theme", theme), ("accent", accent), ("csrf_token", &token)]).await
+    }
+
     /// Registers `email` with `PASSWORD` on a separate client, leaving this one anonymous.
     pub async fn create_user(&self, email: &str) {
         let other = self.new_browser();
@@ -390,6 +396,10 @@ impl TestApp {
 
     pub fn session_cookie(&self) -> Option<String> {
         session_cookie_in(&self.cookies())
+    }
+
+    pub fn preferences_cookie(&self) -> Option<String> {
+        preferences_cookie_in(&self.cookies())
     }
 }
 
@@ -443,6 +453,10 @@ fn cookie_header(jar: &Jar, address: &str) -> String {
 
 pub fn session_cookie_in(cookies: &str) -> Option<String> {
     cookies.split("; ").find_map(|c| c.strip_prefix("latchkey_session=")).map(str::to_owned)
+}
+
+pub fn preferences_cookie_in(cookies: &str) -> Option<String> {
+    cookies.split("; ").find_map(|c| c.strip_prefix("latchkey_prefs=")).map(str::to_owned)
 }
 
 /// The CSRF token of a page: its form field, or the layout's `<meta name="csrf-token">`.

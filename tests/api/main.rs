@@ -16,5 +16,6 @@ mod csrf;
 mod devices;
 mod migrations;
 mod pages;
+mod preferences;
 mod resilience;
 mod sessions;
