@@ -164,6 +164,21 @@ impl Store {
     }
 }
 
+/// The most session state (as JSON) the cookie store accepts: encrypted, base64-encoded and
+/// named, it stays under the 4 KB browsers keep per cookie.
+pub const COOKIE_STATE_LIMIT: usize = 2800;
+
+/// Refuses state that would make the session cookie too large for browsers, which would
+/// otherwise drop it silently (and the session with it).
+fn fits_in_cookie(state: &State) -> Result<(), anyhow::Error> {
+    let size = serde_json::to_string(state).map(|json| json.len()).unwrap_or(usize::MAX);
+    if size > COOKIE_STATE_LIMIT {
+        log::error!("session state of {size} bytes exceeds the cookie store's {COOKIE_STATE_LIMIT}");
+        anyhow::bail!("session state too large for a cookie ({size} bytes)");
+    }
+    Ok(())
+}
+
 fn cookie_ttl(ttl: Duration) -> actix_web::cookie::time::Duration {
     actix_web::cookie::time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
 }
@@ -212,7 +227,10 @@ impl SessionStore for Store {
     ) -> Result<SessionKey, SaveError> {
         let ttl = self.ttl(&state);
         match &self.backend {
-            Backend::Cookie => CookieSessionStore::default().save(state, &cookie_ttl(ttl)).await,
+            Backend::Cookie => {
+                fits_in_cookie(&state).map_err(SaveError::Other)?;
+                CookieSessionStore::default().save(state, &cookie_ttl(ttl)).await
+            }
             Backend::Redis { store, limit, .. } => {
                 bounded(*limit, store.save(state, &cookie_ttl(ttl)), SaveError::Other).await
             }
@@ -228,7 +246,10 @@ impl SessionStore for Store {
     ) -> Result<SessionKey, UpdateError> {
         let ttl = self.ttl(&state);
         match &self.backend {
-            Backend::Cookie => CookieSessionStore::default().update(key, state, &cookie_ttl(ttl)).await,
+            Backend::Cookie => {
+                fits_in_cookie(&state).map_err(UpdateError::Other)?;
+                CookieSessionStore::default().update(key, state, &cookie_ttl(ttl)).await
+            }
             Backend::Redis { store, pool, limit } => {
                 // A retired key (see `delete`) must not be revived by an update from a request
                 // that was in flight when it was replaced: give that request a fresh key.
@@ -301,5 +322,19 @@ impl SessionStore for Store {
             }
             Backend::Database(store) => store.delete(key).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_store_refuses_state_too_large_for_a_cookie() {
+        let small: State = [("latchkey.cart".to_owned(), "x".repeat(1000))].into_iter().collect();
+        assert!(fits_in_cookie(&small).is_ok());
+        let large: State =
+            [("latchkey.cart".to_owned(), "x".repeat(COOKIE_STATE_LIMIT))].into_iter().collect();
+        assert!(fits_in_cookie(&large).is_err());
     }
 }

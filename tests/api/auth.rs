@@ -236,3 +236,35 @@ async fn get_logout_changes_nothing() {
     assert!(page.text().await.unwrap().contains(r#"action="/logout""#));
     assert!(app.is_logged_in().await);
 }
+
+#[tokio::test]
+async fn an_unknown_email_takes_as_long_as_a_wrong_password() {
+    // A real work factor, so that bcrypt dominates the time of a failed login.
+    let options = crate::helpers::Options { vars: vec![("BCRYPT_COST", "10".into())], ..Default::default() };
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, options).await;
+    app.create_user("ruth@example.com").await;
+    let token = app.csrf_token("/login").await;
+    let attempt = |email: &'static str| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            let started = std::time::Instant::now();
+            let response = app
+                .post_form(
+                    "/login",
+                    &[("email", email), ("password", "wrong password here"), ("csrf_token", &token)],
+                )
+                .await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            started.elapsed()
+        }
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        known.push(attempt("ruth@example.com").await);
+        unknown.push(attempt("nobody@example.com").await);
+    }
+    let (known, unknown) = (known.iter().min().unwrap(), unknown.iter().min().unwrap());
+    // Without the dummy hash an unknown email answers in well under a millisecond of work.
+    assert!(unknown.as_secs_f64() > known.as_secs_f64() * 0.5, "unknown {unknown:?} vs known {known:?}");
+}
