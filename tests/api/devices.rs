@@ -168,10 +168,7 @@ async fn changing_the_password_ends_other_sessions_and_rotates_this_one(app: Tes
 }
 matrix!(changing_the_password_ends_other_sessions_and_rotates_this_one);
 
-#[tokio::test]
-async fn strong_protection_ends_a_session_whose_browser_changes() {
-    let vars = vec![("SESSION_PROTECTION", "strong".into())];
-    let app = TestApp::spawn_with(Db::Sqlite, Store::Database, Options { vars, ..Options::default() }).await;
+async fn strong_protection_ends_a_session_whose_browser_changes(app: TestApp) {
     app.create_user("max@example.com").await;
     let device = Device::new(FIREFOX);
     device.login(&app, "max@example.com", PASSWORD).await;
@@ -187,10 +184,9 @@ async fn strong_protection_ends_a_session_whose_browser_changes() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(!device.logged_in(&app).await, "strong protection ended the login itself");
 }
+matrix!(strong_protection_ends_a_session_whose_browser_changes, [("SESSION_PROTECTION", "strong")]);
 
-#[tokio::test]
-async fn basic_protection_marks_the_session_not_fresh() {
-    let app = TestApp::spawn(Db::Postgres, Store::Cookie).await;
+async fn basic_protection_marks_the_session_not_fresh(app: TestApp) {
     app.create_user("ned@example.com").await;
     let device = Device::new(FIREFOX);
     device.login(&app, "ned@example.com", PASSWORD).await;
@@ -208,6 +204,7 @@ async fn basic_protection_marks_the_session_not_fresh() {
     let page = device.get(&app, "/account/sessions").await.text().await.unwrap();
     assert!(page.contains("IP address or browser changed"), "{page}");
 }
+matrix!(basic_protection_marks_the_session_not_fresh);
 
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
@@ -228,4 +225,23 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let page = app.get_html("/account/sessions").await;
         assert!(page.contains(&format!("<dd>{expected}</dd>")), "TRUSTED_PROXIES={trusted:?}: {page}");
     }
+}
+
+#[tokio::test]
+async fn protection_off_ignores_a_changed_browser() {
+    let vars = vec![("SESSION_PROTECTION", "off".into())];
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Database, Options { vars, ..Options::default() }).await;
+    app.create_user("pia@example.com").await;
+    let device = Device::new(FIREFOX);
+    device.login(&app, "pia@example.com", PASSWORD).await;
+    let moved = reqwest::Client::builder()
+        .user_agent(CHROME)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response =
+        moved.get(app.url("/account")).header("Cookie", device.cookies(&app)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = device.get(&app, "/account/sessions").await.text().await.unwrap();
+    assert!(!page.contains("IP address or browser changed"), "{page}");
 }
