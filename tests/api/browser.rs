@@ -379,3 +379,22 @@ async fn staying_signed_in_in_one_window_closes_the_warning_in_the_others() {
     browser.client.switch_to_window(first).await.expect("switch");
     browser.wait_for_dialog(false, Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_remembered_login_waits_quietly_for_its_warning() {
+    // REMEMBER_DURATION keeps its default, 30 days: longer than setTimeout can wait (24.8 days).
+    let app = spawn_app().await;
+    app.create_user("dot@example.com").await;
+    let browser = Browser::start().await;
+    browser.log_in(&app, "dot@example.com", true).await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let polls = browser
+        .script(
+            r#"return performance.getEntriesByType("resource")
+                 .filter(entry => new URL(entry.name).pathname === "/session/status").length;"#,
+        )
+        .await;
+    assert_eq!(polls, 0, "the page asks the server nothing until the warning is due");
+    assert!(!browser.dialog().await.expect("the dialog").open);
+}
