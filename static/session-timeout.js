@@ -16,6 +16,9 @@
   var deadline = 0; // epoch milliseconds at which the session ends
   var wake = null;
   var tick = null;
+  // setTimeout fires at once when asked to wait longer than 2^31 - 1 ms (24.8 days), as a
+  // remembered login's 30 days would: wait at most a day, then ask the server again.
+  var LONGEST_WAIT = 24 * 60 * 60 * 1000;
 
   function loginUrl() {
     return "/login?next=" + encodeURIComponent(location.pathname + location.search);
@@ -72,7 +75,7 @@
       show();
     } else {
       hide();
-      wake = setTimeout(check, (left - warnBefore) * 1000);
+      wake = setTimeout(check, Math.min((left - warnBefore) * 1000, LONGEST_WAIT));
     }
   }
 

@@ -3,7 +3,9 @@
 # Source this file, then call `start_services`: it installs the Debian packages when they are
 # missing (as root; otherwise it says what to install), starts both servers on free loopback
 # ports in a temporary directory, sets `pg_port`, `redis_port` and `workdir`, and registers a
-# trap that stops them and removes the directory when the script exits.
+# trap that stops them and removes the directory when the script exits. Its arguments name
+# further commands the caller needs, as `command=package` (e.g. `chromedriver=chromium-driver`),
+# installed the same way.
 
 say() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -16,10 +18,14 @@ find_pg_bin() {
     return 1
 }
 
+# Arguments: further `command=package` pairs to install when the command is missing.
 ensure_packages() {
-    local need=()
+    local need=() pair
     find_pg_bin >/dev/null || need+=(postgresql)
     command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    for pair in "$@"; do
+        command -v "${pair%%=*}" >/dev/null 2>&1 || need+=("${pair#*=}")
+    done
     [ ${#need[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing ${need[*]} with apt-get"
@@ -110,7 +116,7 @@ start_redis() {
 }
 
 start_services() {
-    ensure_packages
+    ensure_packages "$@"
     PG_BIN=$(find_pg_bin)
     workdir=$(mktemp -d /tmp/latchkey-services.XXXXXX)
     chmod 755 "$workdir"

@@ -4,13 +4,15 @@
 //! driven over HTTP with reqwest (cookies on, redirects off). Each test has its own database.
 //!
 //! PostgreSQL and Redis come from `TEST_POSTGRES_URL` and `TEST_REDIS_URL`, which
-//! `scripts/test` sets after starting throwaway servers.
+//! `scripts/test` sets after starting throwaway servers. `browser` drives a headless Chromium
+//! through chromedriver (`TEST_CHROMEDRIVER`, `TEST_CHROMIUM`) for what only a browser runs.
 
 mod helpers;
 
 mod lifecycle;
 
 mod auth;
+mod browser;
 mod cli;
 mod csrf;
 mod devices;
