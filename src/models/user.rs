@@ -44,6 +44,10 @@ impl NewUser<'_> {
 }
 
 impl User {
+    pub fn find(conn: &mut DbConnection, id: i32) -> QueryResult<Option<User>> {
+        users::table.find(id).select(User::as_select()).first(conn).optional()
+    }
+
     /// Looks up a user by normalised email.
     pub fn find_by_email(conn: &mut DbConnection, email: &str) -> QueryResult<Option<User>> {
         users::table.filter(users::email.eq(email)).select(User::as_select()).first(conn).optional()

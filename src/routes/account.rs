@@ -179,9 +179,9 @@ async fn password_form(
 /// token, new session id): a privilege change.
 async fn change_password(
     user: LoginRequired,
+    CsrfForm(form): CsrfForm<PasswordForm>,
     page: Page,
     state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Result<HttpResponse, AppError> {
     let min_length = state.settings.password_min_length;
     let mut errors = FieldErrors::new();

@@ -103,10 +103,12 @@ async fn register_form(
     page.render("register.html", context)
 }
 
+// The CSRF-checked form comes first among the extractors: a forged request is refused
+// before any other work (such as resolving the current user) is done.
 async fn register(
+    CsrfForm(form): CsrfForm<RegisterForm>,
     page: Page,
     state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<RegisterForm>,
 ) -> Result<HttpResponse, AppError> {
     let min_length = state.settings.password_min_length;
     let next = form.next.clone();
@@ -172,9 +174,9 @@ async fn login_form(page: Page, query: web::Query<NextQuery>) -> Result<HttpResp
 }
 
 async fn log_in(
+    CsrfForm(form): CsrfForm<LoginForm>,
     page: Page,
     state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let email = normalise_email(&form.email);
     let user = if form.password.expose().len() > password::MAX_BYTES {
@@ -208,7 +210,7 @@ async fn logout_page(page: Page) -> Result<HttpResponse, AppError> {
     page.render("logout.html", Context::new())
 }
 
-async fn log_out(page: Page, _form: CsrfForm<NoFields>) -> Result<HttpResponse, AppError> {
+async fn log_out(_form: CsrfForm<NoFields>, page: Page) -> Result<HttpResponse, AppError> {
     login::log_out(page.request()).await?;
     FlashMessage::info("You have been logged out.").send();
     Ok(see_other("/"))

@@ -84,9 +84,9 @@ async fn preferences_form(page: Page, state: web::Data<AppState>) -> Result<Http
 }
 
 async fn save_preferences(
+    CsrfForm(form): CsrfForm<PreferencesForm>,
     page: Page,
     state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<PreferencesForm>,
 ) -> Result<HttpResponse, AppError> {
     let preferences = match form.parse() {
         Ok(preferences) => preferences,
