@@ -1,6 +1,14 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    cart_items (user_id, product_id) {
+        user_id -> Int4,
+        product_id -> Int4,
+        quantity -> Int4,
+    }
+}
+
+diesel::table! {
     login_sessions (id) {
         id -> Text,
         user_id -> Int4,
@@ -10,6 +18,15 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         remember -> Bool,
         fresh -> Bool,
+    }
+}
+
+diesel::table! {
+    products (id) {
+        id -> Int4,
+        name -> Text,
+        description -> Text,
+        price_cents -> Int4,
     }
 }
 
@@ -32,6 +49,8 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(cart_items -> products (product_id));
+diesel::joinable!(cart_items -> users (user_id));
 diesel::joinable!(login_sessions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(login_sessions, session_states, users,);
+diesel::allow_tables_to_appear_in_same_query!(cart_items, login_sessions, products, session_states, users,);
