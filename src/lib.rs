@@ -16,6 +16,8 @@ pub mod routes;
 pub mod sessions;
 /// Typed settings from the environment.
 pub mod settings;
+/// The demo shop: cart rules, guests' carts in the session, users' in the database.
+pub mod shop;
 /// `Application::build`: settings in, bound server out.
 pub mod startup;
 /// HTTP plumbing: page rendering, CSRF-checked forms, derived keys, the preferences cookie.

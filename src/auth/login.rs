@@ -6,7 +6,7 @@ use actix_web::{HttpMessage, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{NaiveDateTime, TimeDelta};
-use diesel::QueryResult;
+use diesel::{Connection, QueryResult};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -16,6 +16,7 @@ use crate::error::AppError;
 use crate::models::{LoginSession, NewLoginSession, User};
 use crate::sessions::keys;
 use crate::settings::{SessionPolicy, SessionProtection};
+use crate::shop::cart::GuestCart;
 use crate::web::client::ClientInfo;
 
 /// The database id of a login token: its SHA-256, hex-encoded.
@@ -24,8 +25,9 @@ pub fn token_id(token: &str) -> String {
 }
 
 /// Logs `user_id` in on this browser: ends the login it already had, records a new
-/// `login_sessions` row, and stores its token through `Identity::login`, which also renews
-/// the session id (session-fixation defence). `remember` picks a persistent cookie.
+/// `login_sessions` row, moves a guest's cart into the user's, and stores the login's token
+/// through `Identity::login`, which also renews the session id (session-fixation defence).
+/// `remember` picks a persistent cookie.
 pub async fn log_in(req: &HttpRequest, user_id: i32, remember: bool) -> Result<(), AppError> {
     end_current(req).await?;
     let state = app_state(req)?;
@@ -35,21 +37,32 @@ pub async fn log_in(req: &HttpRequest, user_id: i32, remember: bool) -> Result<(
     let id = token_id(&token);
     let client = ClientInfo::of(req, &state.settings.sessions.trusted_proxies);
     let now = chrono::Utc::now().naive_utc();
-    db::run(&state.pool, move |conn| {
-        NewLoginSession {
-            id: &id,
-            user_id,
-            created_at: now,
-            last_seen_at: now,
-            ip: client.ip.as_deref(),
-            user_agent: client.user_agent.as_deref(),
-            remember,
-        }
-        .insert(conn)
+    let session = req.get_session();
+    let guest_cart = GuestCart::load(&session);
+    // The login and the guest cart it takes over commit together: if either fails, the
+    // visitor is still a guest with their cart, never logged in with a cart half merged.
+    let merged = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            NewLoginSession {
+                id: &id,
+                user_id,
+                created_at: now,
+                last_seen_at: now,
+                ip: client.ip.as_deref(),
+                user_agent: client.user_agent.as_deref(),
+                remember,
+            }
+            .insert(conn)?;
+            guest_cart.merge_into(conn, user_id)
+        })
     })
     .await?;
+    // Merged: gone from the session before anything else can fail, so no retry adds it twice.
+    GuestCart::clear(&session);
+    if merged > 0 {
+        log::info!("user {user_id}: {merged} line(s) of their guest cart moved into their cart");
+    }
     Identity::login(&req.extensions(), token).map_err(AppError::internal)?;
-    let session = req.get_session();
     let unix_now = now.and_utc().timestamp();
     session
         .insert(keys::REMEMBER, remember)

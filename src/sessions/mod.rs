@@ -26,6 +26,8 @@ pub mod keys {
     pub const TOUCHED: &str = "latchkey.touched";
     /// Unix time the session id was last replaced.
     pub const ROTATED: &str = "latchkey.rotated";
+    /// A guest's cart (`shop::cart::GuestCart`); moved into the user's cart at login.
+    pub const CART: &str = "latchkey.cart";
 }
 
 /// Name of the session cookie; `__Host-` in production (Secure, Path=/, no Domain enforced
