@@ -6,6 +6,7 @@ pub mod health;
 pub mod pages;
 pub mod preferences;
 pub mod session;
+pub mod shop;
 
 use actix_web::web::ServiceConfig;
 
@@ -16,5 +17,6 @@ pub fn config(cfg: &mut ServiceConfig) {
         .configure(account::config)
         .configure(session::config)
         .configure(preferences::config)
+        .configure(shop::config)
         .configure(health::config);
 }
