@@ -201,6 +201,7 @@ pub struct TestApp {
     pub address: String,
     pub client: Client,
     pub jar: Arc<Jar>,
+    pub store: Store,
     /// Removed when the app is dropped.
     database: TestDatabase,
     pub database_proxy: Option<Proxy>,
@@ -271,7 +272,7 @@ impl TestApp {
         let server = tokio::spawn(application.run_until_stopped());
         let jar = Arc::new(Jar::default());
         let client = browser(jar.clone());
-        TestApp { address, client, jar, database, database_proxy, redis_proxy, server }
+        TestApp { address, client, jar, store, database, database_proxy, redis_proxy, server }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -398,6 +399,37 @@ impl TestApp {
         session_cookie_in(&self.cookies())
     }
 
+    /// Adds to the cart through the add-to-cart form of /shop.
+    pub async fn add_to_cart(&self, product_id: &str, quantity: &str) -> Response {
+        let token = self.csrf_token("/shop").await;
+        self.post_form(
+            "/cart/items",
+            &[("product_id", product_id), ("quantity", quantity), ("csrf_token", &token)],
+        )
+        .await
+    }
+
+    /// The cart as /cart shows it: (product id, quantity) per line.
+    pub async fn cart(&self) -> Vec<(i32, i32)> {
+        cart_lines_in(&self.get_html("/cart").await)
+    }
+
+    /// A direct connection to the app's database, for what the site does not show.
+    pub fn connection(&self) -> latchkey::db::DbConnection {
+        use diesel::connection::SimpleConnection;
+        let url = self.database_url();
+        match url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let mut conn = diesel::SqliteConnection::establish(path).expect("connect to SQLite");
+                conn.batch_execute("PRAGMA busy_timeout = 5000").expect("busy_timeout");
+                latchkey::db::DbConnection::Sqlite(conn)
+            }
+            None => latchkey::db::DbConnection::Postgres(
+                PgConnection::establish(&url).expect("connect to PostgreSQL"),
+            ),
+        }
+    }
+
     pub fn preferences_cookie(&self) -> Option<String> {
         preferences_cookie_in(&self.cookies())
     }
@@ -429,8 +461,39 @@ impl BrowserView<'_> {
     }
 
     pub async fn csrf_token(&self, path: &str) -> String {
-        let html = self.client.get(self.app.url(path)).send().await.expect("GET").text().await.expect("body");
-        csrf_token_in(&html)
+        csrf_token_in(&self.get_html(path).await)
+    }
+
+    pub async fn get_html(&self, path: &str) -> String {
+        self.client.get(self.app.url(path)).send().await.expect("GET").text().await.expect("body")
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        let token = self.csrf_token("/login").await;
+        self.post_form("/login", &[("email", email), ("password", password), ("csrf_token", &token)]).await
+    }
+
+    pub async fn add_to_cart(&self, product_id: &str, quantity: &str) -> Response {
+        let token = self.csrf_token("/shop").await;
+        self.post_form(
+            "/cart/items",
+            &[("product_id", product_id), ("quantity", quantity), ("csrf_token", &token)],
+        )
+        .await
+    }
+
+    pub async fn cart(&self) -> Vec<(i32, i32)> {
+        cart_lines_in(&self.get_html("/cart").await)
+    }
+
+    async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.app.url(path))
+            .header("Origin", &self.app.address)
+            .form(fields)
+            .send()
+            .await
+            .expect("POST")
     }
 }
 
@@ -465,6 +528,19 @@ pub fn csrf_token_in(html: &str) -> String {
     input
         .or_else(|| attribute_in(html, r#"meta[name="csrf-token"]"#, "content"))
         .expect("a CSRF token on the page")
+}
+
+/// The lines of a cart page: (product id, quantity) per line, in page order.
+pub fn cart_lines_in(html: &str) -> Vec<(i32, i32)> {
+    let document = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse("tr.cart-line").expect("selector");
+    document
+        .select(&selector)
+        .map(|row| {
+            let number = |name| row.value().attr(name).and_then(|v| v.parse().ok()).expect(name);
+            (number("data-product-id"), number("data-quantity"))
+        })
+        .collect()
 }
 
 /// The `attribute` of the first element matching `selector`.

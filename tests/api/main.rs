@@ -21,3 +21,4 @@ mod pages;
 mod preferences;
 mod resilience;
 mod sessions;
+mod shop;
