@@ -57,6 +57,16 @@ impl Device {
     }
 }
 
+/// GET /account with `cookies` copied into a different browser (Chrome instead of Firefox).
+async fn from_another_browser(app: &TestApp, cookies: &str) -> reqwest::Response {
+    let other = reqwest::Client::builder()
+        .user_agent(CHROME)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    other.get(app.url("/account")).header("Cookie", cookies).send().await.unwrap()
+}
+
 async fn the_devices_page_lists_and_revokes_logins(app: TestApp) {
     app.create_user("ida@example.com").await;
     let laptop = Device::new(FIREFOX);
@@ -174,13 +184,7 @@ async fn strong_protection_ends_a_session_whose_browser_changes(app: TestApp) {
     device.login(&app, "max@example.com", PASSWORD).await;
     assert!(device.logged_in(&app).await);
 
-    let stolen = device.cookies(&app);
-    let thief = reqwest::Client::builder()
-        .user_agent(CHROME)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = thief.get(app.url("/account")).header("Cookie", &stolen).send().await.unwrap();
+    let response = from_another_browser(&app, &device.cookies(&app)).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(!device.logged_in(&app).await, "strong protection ended the login itself");
 }
@@ -193,13 +197,7 @@ async fn basic_protection_marks_the_session_not_fresh(app: TestApp) {
     let page = device.get(&app, "/account/sessions").await.text().await.unwrap();
     assert!(!page.contains("IP address or browser changed"));
 
-    let moved = reqwest::Client::builder()
-        .user_agent(CHROME)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response =
-        moved.get(app.url("/account")).header("Cookie", device.cookies(&app)).send().await.unwrap();
+    let response = from_another_browser(&app, &device.cookies(&app)).await;
     assert_eq!(response.status(), StatusCode::OK, "basic protection keeps the session");
     let page = device.get(&app, "/account/sessions").await.text().await.unwrap();
     assert!(page.contains("IP address or browser changed"), "{page}");
@@ -234,13 +232,7 @@ async fn protection_off_ignores_a_changed_browser() {
     app.create_user("pia@example.com").await;
     let device = Device::new(FIREFOX);
     device.login(&app, "pia@example.com", PASSWORD).await;
-    let moved = reqwest::Client::builder()
-        .user_agent(CHROME)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response =
-        moved.get(app.url("/account")).header("Cookie", device.cookies(&app)).send().await.unwrap();
+    let response = from_another_browser(&app, &device.cookies(&app)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let page = device.get(&app, "/account/sessions").await.text().await.unwrap();
     assert!(!page.contains("IP address or browser changed"), "{page}");

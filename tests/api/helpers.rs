@@ -49,36 +49,22 @@ macro_rules! matrix {
                 TestApp::spawn_with(db, store, Options { vars, ..Options::default() }).await
             }
 
-            #[tokio::test]
-            async fn sqlite_cookie() {
-                super::$case(spawn(Db::Sqlite, Store::Cookie).await).await
-            }
-
-            #[tokio::test]
-            async fn sqlite_redis() {
-                super::$case(spawn(Db::Sqlite, Store::Redis).await).await
-            }
-
-            #[tokio::test]
-            async fn sqlite_database() {
-                super::$case(spawn(Db::Sqlite, Store::Database).await).await
-            }
-
-            #[tokio::test]
-            async fn postgres_cookie() {
-                super::$case(spawn(Db::Postgres, Store::Cookie).await).await
-            }
-
-            #[tokio::test]
-            async fn postgres_redis() {
-                super::$case(spawn(Db::Postgres, Store::Redis).await).await
-            }
-
-            #[tokio::test]
-            async fn postgres_database() {
-                super::$case(spawn(Db::Postgres, Store::Database).await).await
-            }
+            $crate::matrix!(@each $case;
+                sqlite_cookie: Sqlite, Cookie;
+                sqlite_redis: Sqlite, Redis;
+                sqlite_database: Sqlite, Database;
+                postgres_cookie: Postgres, Cookie;
+                postgres_redis: Postgres, Redis;
+                postgres_database: Postgres, Database);
         }
+    };
+    (@each $case:ident; $($name:ident: $db:ident, $store:ident);*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                super::$case(spawn(Db::$db, Store::$store).await).await
+            }
+        )*
     };
 }
 
