@@ -17,6 +17,7 @@ use crate::db::{self, Pool};
 use crate::error::{AppError, ErrorPages};
 use crate::routes;
 use crate::sessions::lifecycle::{Lifecycle, RememberCookie};
+use crate::sessions::redis::RedisStore;
 use crate::sessions::{self, Store};
 use crate::settings::Settings;
 use crate::web::keys::Keys;
@@ -29,8 +30,8 @@ pub struct AppState {
     pub keys: Keys,
     /// A bcrypt hash checked when an unknown email logs in, so failures take the same time.
     pub dummy_hash: String,
-    /// The Redis pool, when sessions live in Redis (for readiness checks).
-    pub redis: Option<deadpool_redis::Pool>,
+    /// The Redis store, when sessions live in Redis (for readiness checks).
+    pub redis: Option<RedisStore>,
 }
 
 /// A bound, not yet running, server.
@@ -68,10 +69,10 @@ impl Application {
                 .await??;
 
         let store = Store::connect(&settings, &pool).await?;
-        let redis = store.redis_pool().cloned();
-        if let Some(pool) = &redis {
+        let redis = store.redis().cloned();
+        if let Some(redis) = &redis {
             // Not fatal: the site starts, answers 503 and recovers once Redis is reachable.
-            if let Err(error) = redis_ping(pool, settings.redis_timeout).await {
+            if let Err(error) = redis.ping().await {
                 log::warn!("Redis (REDIS_URL) is not reachable yet: {error:#}");
             }
         }
@@ -148,21 +149,6 @@ fn spawn_purger(pool: Pool, interval: std::time::Duration) {
             }
         }
     });
-}
-
-/// Checks that Redis answers within `limit`.
-pub async fn redis_ping(
-    pool: &deadpool_redis::Pool,
-    limit: std::time::Duration,
-) -> Result<(), anyhow::Error> {
-    let ping = async {
-        let mut conn = pool.get().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
-        Ok::<(), anyhow::Error>(())
-    };
-    tokio::time::timeout(limit, ping)
-        .await
-        .map_err(|_| anyhow::anyhow!("Redis did not answer within {limit:?}"))?
 }
 
 /// Headers every response carries: no framing, no sniffing, scripts and styles only from us.

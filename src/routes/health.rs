@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::db;
 use crate::error::AppError;
-use crate::startup::{redis_ping, AppState};
+use crate::startup::AppState;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
@@ -18,8 +18,8 @@ async fn healthz() -> HttpResponse {
 /// The database, and Redis when sessions live there, answer.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     db::ping(&state.pool).await?;
-    if let Some(pool) = &state.redis {
-        redis_ping(pool, state.settings.redis_timeout).await.map_err(AppError::unavailable)?;
+    if let Some(redis) = &state.redis {
+        redis.ping().await.map_err(AppError::unavailable)?;
     }
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ready"))
 }

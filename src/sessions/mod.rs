@@ -3,13 +3,14 @@
 
 pub mod database;
 pub mod lifecycle;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_session::config::{BrowserSession, CookieContentSecurity};
 use actix_session::storage::{
-    CookieSessionStore, LoadError, RedisSessionStore, SaveError, SessionKey, SessionStore, UpdateError,
+    CookieSessionStore, LoadError, SaveError, SessionKey, SessionStore, UpdateError,
 };
 use actix_session::SessionMiddleware;
 use actix_web::cookie::{Key, SameSite};
@@ -17,6 +18,7 @@ use actix_web::cookie::{Key, SameSite};
 use crate::db::Pool;
 use crate::settings::{SessionPolicy, SessionStoreKind, Settings};
 use database::DatabaseStore;
+use redis::RedisStore;
 
 /// Keys of our own entries in the session state (actix-identity keeps its own).
 pub mod keys {
@@ -56,25 +58,9 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Cookie,
-    /// Redis through a connection pool: a lost connection is simply replaced on the next
-    /// request (a single reconnecting connection backs off for up to a minute), and every
-    /// operation is bounded by `REDIS_TIMEOUT` so an outage answers 503 promptly.
-    Redis {
-        store: RedisSessionStore,
-        pool: deadpool_redis::Pool,
-        limit: Duration,
-    },
+    /// Redis, over one multiplexed connection (see `redis.rs` for why not actix-session's).
+    Redis(RedisStore),
     Database(DatabaseStore),
-}
-
-/// The Redis key of a session key (shared with actix-session's store through `cache_keygen`).
-fn redis_key(key: &str) -> String {
-    format!("latchkey:session:{key}")
-}
-
-/// The Redis key marking a session key as retired (replaced or deleted, in its grace period).
-fn redis_retired_key(key: &str) -> String {
-    format!("latchkey:retired:{key}")
 }
 
 impl Store {
@@ -85,22 +71,10 @@ impl Store {
             (SessionStoreKind::Database, _) => {
                 Backend::Database(DatabaseStore::new(pool.clone(), settings.sessions.rotate_grace))
             }
-            (SessionStoreKind::Redis, Some(url)) => {
-                let limit = settings.redis_timeout;
-                let pool = deadpool_redis::Config::from_url(url.expose())
-                    .builder()
-                    .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?
-                    .max_size(settings.database_pool_size as usize * 4)
-                    .runtime(deadpool_redis::Runtime::Tokio1)
-                    .wait_timeout(Some(limit))
-                    .create_timeout(Some(limit))
-                    .recycle_timeout(Some(limit))
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?;
-                let store =
-                    RedisSessionStore::builder_pooled(pool.clone()).cache_keygen(redis_key).build().await?;
-                Backend::Redis { store, pool, limit }
-            }
+            (SessionStoreKind::Redis, Some(url)) => Backend::Redis(
+                RedisStore::new(url.expose(), settings.redis_timeout, settings.sessions.rotate_grace)
+                    .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?,
+            ),
             (SessionStoreKind::Redis, None) => {
                 anyhow::bail!("REDIS_URL is required when SESSION_STORE=redis")
             }
@@ -108,10 +82,10 @@ impl Store {
         Ok(Self { backend, policy: settings.sessions.clone() })
     }
 
-    /// The Redis pool, when sessions live in Redis.
-    pub fn redis_pool(&self) -> Option<&deadpool_redis::Pool> {
+    /// The Redis store, when sessions live in Redis (for readiness checks).
+    pub fn redis(&self) -> Option<&RedisStore> {
         match &self.backend {
-            Backend::Redis { pool, .. } => Some(pool),
+            Backend::Redis(store) => Some(store),
             _ => None,
         }
     }
@@ -129,7 +103,7 @@ impl Store {
     pub fn describe(&self) -> &'static str {
         match self.backend {
             Backend::Cookie => "signed and encrypted cookies",
-            Backend::Redis { .. } => "Redis",
+            Backend::Redis(_) => "Redis",
             Backend::Database(_) => "the database",
         }
     }
@@ -181,43 +155,19 @@ fn fits_in_cookie(state: &State) -> Result<(), anyhow::Error> {
     Ok(())
 }
 
+fn seconds(ttl: &actix_web::cookie::time::Duration) -> Duration {
+    Duration::from_secs(u64::try_from(ttl.whole_seconds()).unwrap_or(0))
+}
+
 fn cookie_ttl(ttl: Duration) -> actix_web::cookie::time::Duration {
     actix_web::cookie::time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Bounds a Redis operation by `limit`, turning a time-out into the operation's own error.
-async fn bounded<T, E>(
-    limit: Duration,
-    operation: impl std::future::Future<Output = Result<T, E>>,
-    timed_out: impl FnOnce(anyhow::Error) -> E,
-) -> Result<T, E> {
-    tokio::time::timeout(limit, operation)
-        .await
-        .unwrap_or_else(|_| Err(timed_out(anyhow::anyhow!("Redis did not answer within {limit:?}"))))
-}
-
-/// Runs one Redis command on the pool, bounded by `limit`.
-async fn redis_command<T: redis::FromRedisValue>(
-    pool: &deadpool_redis::Pool,
-    limit: Duration,
-    command: redis::Cmd,
-) -> Result<T, anyhow::Error> {
-    bounded(
-        limit,
-        async {
-            let mut conn = pool.get().await?;
-            Ok(command.query_async::<T>(&mut conn).await?)
-        },
-        |e| e,
-    )
-    .await
 }
 
 impl SessionStore for Store {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         match &self.backend {
             Backend::Cookie => CookieSessionStore::default().load(key).await,
-            Backend::Redis { store, limit, .. } => bounded(*limit, store.load(key), LoadError::Other).await,
+            Backend::Redis(store) => store.load(key).await,
             Backend::Database(store) => store.load(key).await,
         }
     }
@@ -233,9 +183,7 @@ impl SessionStore for Store {
                 fits_in_cookie(&state).map_err(SaveError::Other)?;
                 CookieSessionStore::default().save(state, &cookie_ttl(ttl)).await
             }
-            Backend::Redis { store, limit, .. } => {
-                bounded(*limit, store.save(state, &cookie_ttl(ttl)), SaveError::Other).await
-            }
+            Backend::Redis(store) => store.save(state, ttl).await,
             Backend::Database(store) => store.save(state, ttl).await,
         }
     }
@@ -252,26 +200,7 @@ impl SessionStore for Store {
                 fits_in_cookie(&state).map_err(UpdateError::Other)?;
                 CookieSessionStore::default().update(key, state, &cookie_ttl(ttl)).await
             }
-            Backend::Redis { store, pool, limit } => {
-                // A retired key (see `delete`) must not be revived by an update from a request
-                // that was in flight when it was replaced: give that request a fresh key.
-                let retired: bool = redis_command(
-                    pool,
-                    *limit,
-                    redis::cmd("EXISTS").arg(redis_retired_key(key.as_ref())).clone(),
-                )
-                .await
-                .map_err(UpdateError::Other)?;
-                if retired {
-                    return bounded(*limit, store.save(state, &cookie_ttl(ttl)), SaveError::Other)
-                        .await
-                        .map_err(|e| match e {
-                            SaveError::Serialization(e) => UpdateError::Serialization(e),
-                            SaveError::Other(e) => UpdateError::Other(e),
-                        });
-                }
-                bounded(*limit, store.update(key, state, &cookie_ttl(ttl)), UpdateError::Other).await
-            }
+            Backend::Redis(store) => store.update(key, state, ttl).await,
             Backend::Database(store) => store.update(key, state, ttl).await,
         }
     }
@@ -283,10 +212,8 @@ impl SessionStore for Store {
     ) -> Result<(), anyhow::Error> {
         match &self.backend {
             Backend::Cookie => CookieSessionStore::default().update_ttl(key, ttl).await,
-            Backend::Redis { store, limit, .. } => bounded(*limit, store.update_ttl(key, ttl), |e| e).await,
-            Backend::Database(store) => {
-                store.update_ttl(key, Duration::from_secs(ttl.whole_seconds().max(0) as u64)).await
-            }
+            Backend::Redis(store) => store.update_ttl(key, seconds(ttl)).await,
+            Backend::Database(store) => store.update_ttl(key, seconds(ttl)).await,
         }
     }
 
@@ -294,34 +221,7 @@ impl SessionStore for Store {
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         match &self.backend {
             Backend::Cookie => Ok(()),
-            Backend::Redis { pool, limit, .. } => {
-                let grace = u64::try_from(self.policy.rotate_grace.as_millis()).unwrap_or(u64::MAX).max(1);
-                // PEXPIRE ... LT only ever shortens the remaining time; the marker stops
-                // updates from requests still in flight from extending it again.
-                let mut pipeline = redis::pipe();
-                pipeline
-                    .cmd("PEXPIRE")
-                    .arg(redis_key(key.as_ref()))
-                    .arg(grace)
-                    .arg("LT")
-                    .ignore()
-                    .cmd("SET")
-                    .arg(redis_retired_key(key.as_ref()))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(grace)
-                    .ignore();
-                bounded(
-                    *limit,
-                    async {
-                        let mut conn = pool.get().await?;
-                        pipeline.query_async::<()>(&mut conn).await?;
-                        Ok(())
-                    },
-                    |e| e,
-                )
-                .await
-            }
+            Backend::Redis(store) => store.delete(key).await,
             Backend::Database(store) => store.delete(key).await,
         }
     }
