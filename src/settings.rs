@@ -33,7 +33,7 @@ pub enum AppEnv {
 pub enum SessionStoreKind {
     /// Everything in a signed and encrypted cookie.
     Cookie,
-    /// actix-session's Redis store.
+    /// Redis, through our own store over one multiplexed connection.
     Redis,
     /// Our own store in the application database (`session_states`).
     Database,

@@ -61,7 +61,7 @@ impl DatabaseStore {
     }
 
     /// Updates a live key; a key that has expired or been retired gets its state saved under
-    /// a fresh key instead (as actix-session's Redis store does), so it is never revived.
+    /// a fresh key instead (as the Redis store does), so it is never revived.
     pub async fn update(
         &self,
         key: SessionKey,
