@@ -155,6 +155,14 @@ fn fits_in_cookie(state: &State) -> Result<(), anyhow::Error> {
     Ok(())
 }
 
+/// An update that fell back to saving under a fresh key reports the save's error as its own.
+fn update_error(error: SaveError) -> UpdateError {
+    match error {
+        SaveError::Serialization(e) => UpdateError::Serialization(e),
+        SaveError::Other(e) => UpdateError::Other(e),
+    }
+}
+
 fn seconds(ttl: &actix_web::cookie::time::Duration) -> Duration {
     Duration::from_secs(u64::try_from(ttl.whole_seconds()).unwrap_or(0))
 }

@@ -172,10 +172,7 @@ impl RedisStore {
                 return Ok(key);
             }
         }
-        self.save(state, ttl).await.map_err(|e| match e {
-            SaveError::Serialization(e) => UpdateError::Serialization(e),
-            SaveError::Other(e) => UpdateError::Other(e),
-        })
+        self.save(state, ttl).await.map_err(super::update_error)
     }
 
     pub async fn update_ttl(&self, key: &SessionKey, ttl: Duration) -> Result<(), anyhow::Error> {
