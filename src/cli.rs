@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::db;
-use crate::settings::Settings;
-use crate::startup::Application;
+use crate::settings::{SessionStoreKind, Settings};
+use crate::startup::{self, Application};
 
 /// latchkey: web sessions and authentication done right.
 #[derive(Debug, Parser)]
@@ -29,7 +29,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
-    /// Delete expired session state from the database store.
+    /// Delete ended logins, and expired session state from the database store.
     Purge,
 }
 
@@ -38,15 +38,7 @@ impl Cli {
         match self.command.unwrap_or(Command::Serve) {
             Command::Serve => Application::build(settings).await?.run_until_stopped().await?,
             Command::Migrate => {
-                let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
-                let url = settings.database_url.describe();
-                let applied = tokio::task::spawn_blocking(move || -> Result<Vec<String>, anyhow::Error> {
-                    let mut conn = pool
-                        .get()
-                        .map_err(|e| anyhow::anyhow!("cannot connect to {url} (DATABASE_URL): {e}"))?;
-                    db::migrate(&mut conn)
-                })
-                .await??;
+                let applied = db::migrate_url(&settings.database_url).await?;
                 println!("{} migration(s) applied on {}", applied.len(), settings.database_url.describe());
                 for migration in applied {
                     println!("  {migration}");
@@ -54,10 +46,13 @@ impl Cli {
             }
             Command::Sessions { action: SessionsCommand::Purge } => {
                 let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
-                let purged = crate::sessions::database::purge_expired(&pool)
+                let policy =
+                    settings.sessions.login_policy(settings.session_store != SessionStoreKind::Cookie);
+                let in_database = settings.session_store == SessionStoreKind::Database;
+                let (logins, sessions) = startup::purge(&pool, &policy, in_database)
                     .await
-                    .map_err(|e| anyhow::anyhow!("purging sessions failed: {e}"))?;
-                println!("{purged} expired session(s) purged");
+                    .map_err(|e| anyhow::anyhow!("purging failed: {}", latchkey_auth::cause_chain(&e)))?;
+                println!("{sessions} expired session(s) and {logins} ended login(s) purged");
             }
         }
         Ok(())

@@ -1,24 +1,29 @@
-//! latchkey: web sessions and authentication done right, on actix-web.
+//! latchkey: web sessions and authentication done right, on actix-web. The site; its core is
+//! the `latchkey-sessions` and `latchkey-auth` crates under `crates/`.
 
-/// Flask-Login-style authentication: `CurrentUser`, `LoginRequired`, login and logout.
+/// `CurrentUser` and `LoginRequired` for the site's `User`.
 pub mod auth;
 /// The command line of the `latchkey` binary.
 pub mod cli;
-/// Connections, pool, migrations and the generated schema, over PostgreSQL and SQLite.
+/// Migrations and the generated schema, over the connection layer of `latchkey-db`.
 pub mod db;
-/// `AppError` and the error pages: the one place errors become responses.
+/// `AppError`, the site's one error type, and what each error shows.
 pub mod error;
-/// One module per table: rows, inserts and queries.
+/// HTTP rules: HEAD for GET routes, refused encodings and header sizes, security headers.
+pub mod http;
+/// Purpose-specific keys derived from `SECRET_KEY`.
+pub mod keys;
+/// One module per table of the site: rows, inserts and queries.
 pub mod models;
+/// Pages: rendering, error pages, flash messages, display preferences, templates and assets.
+pub mod pages;
 /// The site's routes, one module per area.
 pub mod routes;
-/// Session storage chosen by settings, and the session cookie.
-pub mod sessions;
 /// Typed settings from the environment.
 pub mod settings;
 /// The demo shop: cart rules, guests' carts in the session, users' in the database.
 pub mod shop;
 /// `Application::build`: settings in, bound server out.
 pub mod startup;
-/// HTTP plumbing: page rendering, CSRF-checked forms, derived keys, the preferences cookie.
-pub mod web;
+/// `AppState`, what handlers share, and its one lookup.
+pub mod state;

@@ -5,6 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use latchkey_auth::{LoginPolicy, Protection, Rotation};
+pub use latchkey_db::DatabaseUrl;
+use latchkey_sessions::Lifetimes;
 use rand::RngCore;
 
 /// Why the settings could not be loaded; always names the variable at fault.
@@ -39,16 +42,6 @@ pub enum SessionStoreKind {
     Database,
 }
 
-/// Flask-Login's `session_protection`: what happens when a login's IP or user agent changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionProtection {
-    Off,
-    /// Mark the login not fresh (sensitive actions re-authenticate) and record the change.
-    Basic,
-    /// End the login.
-    Strong,
-}
-
 /// How long sessions live and how they are refreshed.
 #[derive(Debug, Clone)]
 pub struct SessionPolicy {
@@ -56,7 +49,7 @@ pub struct SessionPolicy {
     pub idle_timeout: Duration,
     /// An ordinary login ends this long after it started, however active.
     pub absolute_timeout: Duration,
-    /// A remembered login ends after this long without a request.
+    /// A remembered login ends this long after the password was entered, however active.
     pub remember_duration: Duration,
     /// Server-side session ids are replaced this often while in use.
     pub rotate_interval: Duration,
@@ -67,17 +60,43 @@ pub struct SessionPolicy {
     pub timeout_warning: Duration,
     /// How often expired server-side session state is purged.
     pub purge_interval: Duration,
-    pub protection: SessionProtection,
+    pub protection: Protection,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl SessionPolicy {
     /// How stale a login's `last_seen_at` (and a session's TTL) may get before a request
-    /// writes it again: a minute, or less for short idle timeouts, so ordinary browsing costs
-    /// one read per request and at most one write a minute.
+    /// writes it again.
     pub fn touch_interval(&self) -> Duration {
-        (self.idle_timeout / 10).min(Duration::from_secs(60))
+        latchkey_sessions::touch_interval(self.idle_timeout)
+    }
+
+    /// What the session store needs.
+    pub fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            idle_timeout: self.idle_timeout,
+            remember_duration: self.remember_duration,
+            touch_interval: self.touch_interval(),
+            rotate_interval: self.rotate_interval,
+            rotate_grace: self.rotate_grace,
+        }
+    }
+
+    /// What the auth layer needs. `ids_rotate` is false for the cookie store, whose logins
+    /// rotate a generation number instead of the session id.
+    pub fn login_policy(&self, ids_rotate: bool) -> LoginPolicy {
+        LoginPolicy {
+            idle_timeout: self.idle_timeout,
+            absolute_timeout: self.absolute_timeout,
+            remember_duration: self.remember_duration,
+            touch_interval: self.touch_interval(),
+            generation_rotation: (!ids_rotate)
+                .then_some(Rotation { interval: self.rotate_interval, grace: self.rotate_grace }),
+            protection: self.protection,
+            trusted_proxies: self.trusted_proxies.clone(),
+            timeout_warning: self.timeout_warning,
+        }
     }
 }
 
@@ -104,43 +123,6 @@ impl<'de> serde::Deserialize<'de> for Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
-    }
-}
-
-/// The database to use, chosen by the scheme of `DATABASE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    /// `postgres://…` or `postgresql://…`; may carry a password, hence secret.
-    Postgres(Secret),
-    /// A file path (`sqlite://path`, `sqlite:path` or a bare path).
-    Sqlite(PathBuf),
-}
-
-impl DatabaseUrl {
-    pub fn parse(raw: &str) -> Result<Self, SettingsError> {
-        let raw = raw.trim();
-        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            return Ok(Self::Postgres(Secret::new(raw)));
-        }
-        let path = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")).unwrap_or(raw);
-        if raw.contains("://") && !raw.starts_with("sqlite://") {
-            return Err(SettingsError::new(
-                "DATABASE_URL",
-                "use postgres://… or postgresql://… for PostgreSQL, or a file path (optionally sqlite://path) for SQLite",
-            ));
-        }
-        if path.is_empty() {
-            return Err(SettingsError::new("DATABASE_URL", "the SQLite path is empty"));
-        }
-        Ok(Self::Sqlite(PathBuf::from(path)))
-    }
-
-    /// A description safe for logs: the backend and, for SQLite, the file.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Postgres(_) => "PostgreSQL".to_owned(),
-            Self::Sqlite(path) => format!("SQLite at {}", path.display()),
-        }
     }
 }
 
@@ -196,8 +178,11 @@ pub struct Settings {
     pub secret_key: SecretKey,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
-    pub templates_dir: PathBuf,
-    pub static_dir: PathBuf,
+    /// Where to read templates from instead of the copies built into the binary (for editing
+    /// them without rebuilding).
+    pub templates_dir: Option<PathBuf>,
+    /// Where the static files are; `None` looks in the usual places (see `pages::assets`).
+    pub static_dir: Option<PathBuf>,
 }
 
 /// Default location of the embedded SQLite database and the generated development secret.
@@ -233,7 +218,8 @@ impl Settings {
         }
 
         let default_db = format!("sqlite://{DATA_DIR}/latchkey.sqlite3");
-        let database_url = DatabaseUrl::parse(get("DATABASE_URL").unwrap_or(&default_db))?;
+        let database_url = DatabaseUrl::parse(get("DATABASE_URL").unwrap_or(&default_db))
+            .map_err(|e| SettingsError::new("DATABASE_URL", e.0))?;
 
         let session_store = match get("SESSION_STORE").unwrap_or("database") {
             "cookie" => SessionStoreKind::Cookie,
@@ -257,9 +243,9 @@ impl Settings {
             timeout_warning: duration("TIMEOUT_WARNING", 2 * 60)?,
             purge_interval: duration("SESSION_PURGE_INTERVAL", 10 * 60)?,
             protection: match get("SESSION_PROTECTION").unwrap_or("basic") {
-                "off" => SessionProtection::Off,
-                "basic" => SessionProtection::Basic,
-                "strong" => SessionProtection::Strong,
+                "off" => Protection::Off,
+                "basic" => Protection::Basic,
+                "strong" => Protection::Strong,
                 other => {
                     return Err(SettingsError::new(
                         "SESSION_PROTECTION",
@@ -313,6 +299,9 @@ impl Settings {
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(SettingsError::new("BCRYPT_COST", "must be between 4 and 31"));
         }
+        if app_env == AppEnv::Production && bcrypt_cost < 10 {
+            return Err(SettingsError::new("BCRYPT_COST", "must be at least 10 when APP_ENV=production"));
+        }
         let password_min_length = parse_number(get("PASSWORD_MIN_LENGTH"), "PASSWORD_MIN_LENGTH", 12)?;
         if !(8..=256).contains(&password_min_length) {
             return Err(SettingsError::new("PASSWORD_MIN_LENGTH", "must be between 8 and 256"));
@@ -339,8 +328,8 @@ impl Settings {
             secret_key,
             bcrypt_cost,
             password_min_length,
-            templates_dir: PathBuf::from(get("TEMPLATES_DIR").unwrap_or("templates")),
-            static_dir: PathBuf::from(get("STATIC_DIR").unwrap_or("static")),
+            templates_dir: get("TEMPLATES_DIR").map(PathBuf::from),
+            static_dir: get("STATIC_DIR").map(PathBuf::from),
         })
     }
 
@@ -448,11 +437,7 @@ mod tests {
 
     #[test]
     fn database_url_scheme_picks_the_backend() {
-        assert!(matches!(DatabaseUrl::parse("postgres://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
-        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/db"), Ok(DatabaseUrl::Postgres(_))));
-        assert_eq!(DatabaseUrl::parse("sqlite://a/b.db").ok(), Some(DatabaseUrl::Sqlite("a/b.db".into())));
-        assert_eq!(DatabaseUrl::parse("b.db").ok(), Some(DatabaseUrl::Sqlite("b.db".into())));
-        let err = DatabaseUrl::parse("mysql://h/db").err().map(|e| e.var);
+        let err = Settings::from_vars(&vars(&[("DATABASE_URL", "mysql://h/db")])).err().map(|e| e.var);
         assert_eq!(err, Some("DATABASE_URL"));
     }
 
@@ -493,9 +478,22 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_a_weak_bcrypt_cost() {
+        let err = Settings::from_vars(&vars(&[("APP_ENV", "production"), ("BCRYPT_COST", "9")])).err();
+        assert_eq!(err.map(|e| e.var), Some("BCRYPT_COST"));
+        assert!(Settings::from_vars(&vars(&[("APP_ENV", "production"), ("BCRYPT_COST", "10")])).is_ok());
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
-        let settings = Settings::from_vars(&vars(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]));
+        let settings = Settings::from_vars(&vars(&[
+            ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+            ("REDIS_URL", "redis://:swordfish@h"),
+        ]))
+        .unwrap_or_else(|e| unreachable!("the settings are valid: {e}"));
         let text = format!("{settings:?}");
+        assert!(text.contains("Postgres") && text.contains("redis_url: Some"), "{text}");
+        assert!(!text.contains("swordfish"), "{text}");
         assert!(!text.contains("hunter2") && !text.contains(&"k".repeat(64)), "{text}");
     }
 }

@@ -1,38 +1,31 @@
 //! `Application::build`: settings in, a bound server out. `main` and the tests both start the
-//! site only through here.
+//! site only through here. This is where the layers meet: the middleware order and the routes.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_files::Files;
-use actix_identity::IdentityMiddleware;
 use actix_web::dev::Server;
-use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::middleware::{from_fn, Logger};
 use actix_web::{web, App, HttpServer};
-use actix_web_flash_messages::storage::CookieMessageStore;
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context as _;
+use latchkey_auth::csrf::CsrfCookie;
+use latchkey_auth::password::Hasher;
+use latchkey_auth::{identity_middleware, Auth, LoginPolicy};
+use latchkey_sessions::redis::RedisStore;
+use latchkey_sessions::{cookie_name, Backend, Lifecycle, RememberCookie, Store};
 
-use crate::auth::password;
-use crate::db::{self, Pool};
-use crate::error::{AppError, ErrorPages};
+use crate::db::{self, DbError, Pool};
+use crate::error::AppError;
+use crate::http::{self, SecurityHeaders};
+use crate::keys::Keys;
+use crate::pages::flash::{self, FlashCookieStore};
+use crate::pages::{assets, ErrorPages};
 use crate::routes;
-use crate::sessions::lifecycle::{Lifecycle, RememberCookie};
-use crate::sessions::redis::RedisStore;
-use crate::sessions::{self, Store};
-use crate::settings::Settings;
-use crate::web::keys::Keys;
-
-/// What every request handler can reach, registered once as `web::Data<AppState>`.
-pub struct AppState {
-    pub settings: Settings,
-    pub pool: Pool,
-    pub tera: tera::Tera,
-    pub keys: Keys,
-    /// A bcrypt hash checked when an unknown email logs in, so failures take the same time.
-    pub dummy_hash: String,
-    /// The Redis store, when sessions live in Redis (for readiness checks).
-    pub redis: Option<RedisStore>,
-}
+use crate::settings::{SessionStoreKind, Settings};
+use crate::shop::cart::MergeGuestCart;
+use crate::state::AppState;
 
 /// A bound, not yet running, server.
 pub struct Application {
@@ -42,34 +35,20 @@ pub struct Application {
 
 impl Application {
     /// Connects to the database and session store, applies migrations, loads templates and
-    /// binds `settings.bind` (port 0 picks a free port).
+    /// finds the static files, then binds `settings.bind` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
+        let tera = assets::templates(settings.templates_dir.as_deref())?;
+        let static_dir = assets::static_dir(settings.static_dir.as_deref())?;
         let pool = db::pool(&settings.database_url, settings.database_pool_size, settings.database_timeout)?;
-        let applied = {
-            let pool = pool.clone();
-            let url = settings.database_url.describe();
-            tokio::task::spawn_blocking(move || -> Result<Vec<String>, anyhow::Error> {
-                let mut conn =
-                    pool.get().with_context(|| format!("cannot connect to {url} (DATABASE_URL)"))?;
-                db::migrate(&mut conn)
-            })
-            .await??
-        };
-        for migration in &applied {
+        for migration in db::migrate_url(&settings.database_url).await? {
             log::info!("applied migration {migration}");
         }
 
-        let templates = settings.templates_dir.join("**").join("*.html");
-        let tera = tera::Tera::new(&templates.to_string_lossy())
-            .with_context(|| format!("cannot load templates from {}", settings.templates_dir.display()))?;
-
-        let cost = settings.bcrypt_cost;
-        let dummy_hash =
-            tokio::task::spawn_blocking(move || password::hash_blocking("latchkey dummy password", cost))
-                .await??;
-
-        let store = Store::connect(&settings, &pool).await?;
-        let redis = store.redis().cloned();
+        let store = connect_store(&settings, &pool)?;
+        let redis = match store.backend() {
+            Backend::Redis(redis) => Some(redis.clone()),
+            _ => None,
+        };
         if let Some(redis) = &redis {
             // Not fatal: the site starts, answers 503 and recovers once Redis is reachable.
             if let Err(error) = redis.ping().await {
@@ -80,41 +59,46 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {} (BIND)", settings.bind))?;
         let address = listener.local_addr()?;
+        let production = settings.is_production();
         log::info!(
-            "latchkey listening on http://{address} ({} mode; database: {}; sessions: {})",
-            if settings.is_production() { "production" } else { "development" },
+            "latchkey listening on http://{address} ({} mode; database: {}; sessions: {}; static files: {})",
+            if production { "production" } else { "development" },
             settings.database_url.describe(),
             store.describe(),
+            static_dir.display(),
         );
 
-        let production = settings.is_production();
-        let lifecycle = Lifecycle {
-            touch_interval: settings.sessions.touch_interval(),
-            rotate_interval: store.is_server_side().then_some(settings.sessions.rotate_interval),
-        };
-        let remember = RememberCookie {
-            cookie_name: sessions::cookie_name(production),
-            lifetime: settings.sessions.remember_duration,
-        };
-        if store.is_database() {
-            spawn_purger(pool.clone(), settings.sessions.purge_interval);
-        }
-        let static_dir = settings.static_dir.clone();
         let keys = Keys::derive(&settings.secret_key);
-        let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), dummy_hash, redis });
+        let lifetimes = settings.sessions.lifetimes();
+        let policy = settings.sessions.login_policy(store.rotates_ids());
+        let hasher = Hasher::new(settings.bcrypt_cost).await?;
+        let sessions_in_database = matches!(store.backend(), Backend::Database(_));
+        spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);
+        let auth = web::Data::new(
+            Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
+                .with_login_hook(MergeGuestCart),
+        );
+        let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
+        let remember = RememberCookie::new(&lifetimes, production);
+        let headers = SecurityHeaders { production, session_cookie: cookie_name(production) };
+        let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), redis });
 
         let server = HttpServer::new(move || {
-            let flash_store = CookieMessageStore::builder(keys.flash.clone()).build();
+            let flashes = FlashCookieStore::new(keys.flash.clone(), production);
             App::new()
                 .app_data(state.clone())
-                // Innermost first: identity needs the session; errors from both become pages.
-                .wrap(IdentityMiddleware::default())
+                .app_data(auth.clone())
+                // Innermost first: identity needs the session; errors from all become pages.
+                .wrap(identity_middleware())
                 .wrap(lifecycle.clone())
                 .wrap(store.middleware(keys.session.clone(), production))
                 .wrap(remember.clone())
-                .wrap(FlashMessagesFramework::builder(flash_store).build())
+                .wrap(CsrfCookie)
+                .wrap(from_fn(flash::expiry_notice))
+                .wrap(FlashMessagesFramework::builder(flashes).build())
+                .wrap(from_fn(http::refuse_unsupported))
                 .wrap(ErrorPages)
-                .wrap(security_headers())
+                .wrap(from_fn(move |req, next| headers.apply(req, next)))
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
                 .service(Files::new("/static", &static_dir))
                 .configure(routes::config)
@@ -135,30 +119,54 @@ impl Application {
     }
 }
 
-/// Purges expired server-side session state every `interval`, for the life of the server.
-fn spawn_purger(pool: Pool, interval: std::time::Duration) {
+/// The session store named by the settings.
+fn connect_store(settings: &Settings, pool: &Pool) -> Result<Store, anyhow::Error> {
+    let backend = match (settings.session_store, &settings.redis_url) {
+        (SessionStoreKind::Cookie, _) => Backend::Cookie,
+        (SessionStoreKind::Database, _) => Backend::Database(
+            latchkey_sessions::database::DatabaseStore::new(pool.clone(), settings.sessions.rotate_grace),
+        ),
+        (SessionStoreKind::Redis, Some(url)) => Backend::Redis(
+            RedisStore::new(url.expose(), settings.redis_timeout, settings.sessions.rotate_grace)
+                .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?,
+        ),
+        (SessionStoreKind::Redis, None) => anyhow::bail!("REDIS_URL is required when SESSION_STORE=redis"),
+    };
+    Ok(Store::new(backend, settings.sessions.lifetimes()))
+}
+
+/// Every `interval`, for the life of the server, purges ended logins and expired session state.
+fn spawn_purger(pool: Pool, policy: LoginPolicy, sessions_in_database: bool, interval: Duration) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            match sessions::database::purge_expired(&pool).await {
-                Ok(0) => {}
-                Ok(purged) => log::info!("purged {purged} expired session(s)"),
-                Err(error) => log::warn!("purging expired sessions failed: {error}"),
+            match purge(&pool, &policy, sessions_in_database).await {
+                Ok((0, 0)) => {}
+                Ok((logins, sessions)) => {
+                    log::info!("purged {logins} ended login(s) and {sessions} expired session(s)");
+                }
+                Err(error) => log::warn!("purging failed: {}", latchkey_auth::cause_chain(&error)),
             }
         }
     });
 }
 
-/// Headers every response carries: no framing, no sniffing, scripts and styles only from us.
-fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("X-Frame-Options", "DENY"))
-        .add(("Referrer-Policy", "same-origin"))
-        .add((
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ))
+/// Deletes logins the timeouts have ended and, when sessions live in the database, expired
+/// session state. Returns how many of each went.
+pub async fn purge(
+    pool: &Pool,
+    policy: &LoginPolicy,
+    sessions_in_database: bool,
+) -> Result<(usize, usize), DbError> {
+    let policy = policy.clone();
+    let now = chrono::Utc::now().naive_utc();
+    db::run(pool, move |conn| {
+        let logins = policy.purge_expired(conn, now)?;
+        let sessions =
+            if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
+        Ok((logins, sessions))
+    })
+    .await
 }

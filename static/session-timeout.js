@@ -40,10 +40,12 @@
       return;
     }
     warnBefore = status.warn_before;
-    var left = status.idle_expires_in;
-    if (status.absolute_expires_in !== null && status.absolute_expires_in !== undefined) {
-      left = Math.min(left, status.absolute_expires_in);
-    }
+    // A remembered login has no idle deadline; the nearer of the two ends the session.
+    var left = null;
+    [status.idle_expires_in, status.absolute_expires_in].forEach(function (seconds) {
+      if (typeof seconds === "number" && !isNaN(seconds)) left = left === null ? seconds : Math.min(left, seconds);
+    });
+    if (left === null) return;
     deadline = Date.now() + left * 1000;
     schedule();
   }
@@ -130,9 +132,10 @@
   });
 
   var absolute = parseInt(dialog.dataset.absoluteExpiresIn, 10);
+  var idle = parseInt(dialog.dataset.idleExpiresIn, 10);
   apply({
     authenticated: true,
-    idle_expires_in: Number(dialog.dataset.idleExpiresIn),
+    idle_expires_in: isNaN(idle) ? null : idle,
     absolute_expires_in: isNaN(absolute) ? null : absolute,
     warn_before: warnBefore,
   });

@@ -9,7 +9,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    login_sessions (id) {
+    logins (id) {
         id -> Text,
         user_id -> Int4,
         created_at -> Timestamp,
@@ -18,6 +18,9 @@ diesel::table! {
         user_agent -> Nullable<Text>,
         remember -> Bool,
         fresh -> Bool,
+        credential_epoch -> Int8,
+        generation -> Int8,
+        rotated_at -> Timestamp,
     }
 }
 
@@ -46,11 +49,12 @@ diesel::table! {
         password_hash -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        credential_epoch -> Int8,
     }
 }
 
 diesel::joinable!(cart_items -> products (product_id));
 diesel::joinable!(cart_items -> users (user_id));
-diesel::joinable!(login_sessions -> users (user_id));
+diesel::joinable!(logins -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(cart_items, login_sessions, products, session_states, users,);
+diesel::allow_tables_to_appear_in_same_query!(cart_items, logins, products, session_states, users,);

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
 
 use crate::db::schema::{cart_items, products};
-use crate::db::DbConnection;
 use crate::models::{Product, User};
+use latchkey_db::DbConnection;
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable, Associations)]
 #[diesel(table_name = cart_items, primary_key(user_id, product_id))]

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::products;
-use crate::db::DbConnection;
+use latchkey_db::DbConnection;
 
 /// A product on sale. Prices are in euro cents.
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]

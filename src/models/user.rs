@@ -6,7 +6,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::users;
-use crate::db::DbConnection;
+use latchkey_db::DbConnection;
 
 /// A registered account. `Debug` leaves out the password hash.
 #[derive(Clone, Queryable, Selectable, Identifiable)]
@@ -17,6 +17,8 @@ pub struct User {
     pub password_hash: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Moves on whenever the credentials change; see `latchkey_auth::AuthUser`.
+    pub credential_epoch: i64,
 }
 
 impl fmt::Debug for User {
@@ -53,19 +55,60 @@ impl User {
         users::table.filter(users::email.eq(email)).select(User::as_select()).first(conn).optional()
     }
 
+    /// Replaces the password hash, moving the credential epoch on (which ends every login
+    /// made with the old password); returns the user as it now is.
     pub fn set_password_hash(
         conn: &mut DbConnection,
         id: i32,
         password_hash: &str,
         now: NaiveDateTime,
-    ) -> QueryResult<()> {
+    ) -> QueryResult<User> {
         diesel::update(users::table.find(id))
-            .set((users::password_hash.eq(password_hash), users::updated_at.eq(now)))
+            .set((
+                users::password_hash.eq(password_hash),
+                users::updated_at.eq(now),
+                users::credential_epoch.eq(users::credential_epoch + 1),
+            ))
+            .execute(conn)?;
+        Self::find(conn, id)?.ok_or(diesel::result::Error::NotFound)
+    }
+
+    /// Replaces a hash made at another bcrypt cost with one of the same password at the
+    /// current cost. The credentials do not change, so neither does the epoch.
+    pub fn rehash_password(
+        conn: &mut DbConnection,
+        id: i32,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> QueryResult<bool> {
+        diesel::update(users::table.find(id).filter(users::password_hash.eq(old_hash)))
+            .set(users::password_hash.eq(new_hash))
             .execute(conn)
-            .map(drop)
+            .map(|n| n > 0)
     }
 
     pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
         users::table.count().get_result(conn)
+    }
+}
+
+impl latchkey_auth::AuthUser for User {
+    fn id(&self) -> i32 {
+        self.id
+    }
+
+    fn credential_epoch(&self) -> i64 {
+        self.credential_epoch
+    }
+
+    fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>> {
+        Self::find(conn, id)
+    }
+
+    fn advance_credential_epoch(conn: &mut DbConnection, id: i32) -> QueryResult<i64> {
+        diesel::update(users::table.find(id))
+            .set(users::credential_epoch.eq(users::credential_epoch + 1))
+            .execute(conn)?;
+        users::table.find(id).select(users::credential_epoch).first(conn)
     }
 }

@@ -7,23 +7,26 @@ use actix_web_flash_messages::FlashMessage;
 use serde::{Deserialize, Serialize};
 use tera::Context;
 
-use crate::auth::{login, password, LoginRequired};
+use latchkey_auth::password::{self, Password};
+use latchkey_auth::registry::Login;
+use latchkey_auth::Auth;
+
+use crate::auth::LoginRequired;
 use crate::db;
 use crate::error::AppError;
-use crate::models::{LoginSession, User};
+use crate::http;
+use crate::models::User;
+use crate::pages::{see_other, Page};
 use crate::routes::auth::FieldErrors;
-use crate::settings::Secret;
-use crate::startup::AppState;
-use crate::web::form::{CsrfForm, NoFields};
-use crate::web::page::Page;
-use crate::web::see_other;
+use crate::state::AppState;
+use latchkey_auth::csrf::{CsrfForm, NoFields};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/account", web::get().to(account))
-        .route("/account/sessions", web::get().to(devices))
+    cfg.route("/account", http::get().to(account))
+        .route("/account/sessions", http::get().to(devices))
         .route("/account/sessions/revoke-others", web::post().to(revoke_others))
         .route("/account/sessions/{id}/revoke", web::post().to(revoke))
-        .route("/account/password", web::get().to(password_form))
+        .route("/account/password", http::get().to(password_form))
         .route("/account/password", web::post().to(change_password));
 }
 
@@ -58,7 +61,7 @@ struct Device {
 }
 
 impl Device {
-    fn of(session: LoginSession, current_id: &str) -> Self {
+    fn of(session: Login, current_id: &str) -> Self {
         let (browser, os) = describe_user_agent(session.user_agent.as_deref());
         Self {
             current: session.id == current_id,
@@ -97,9 +100,15 @@ async fn devices(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = user.id;
-    let sessions = db::run(&state.pool, move |conn| LoginSession::list_for_user(conn, user_id)).await?;
-    let current = user.login_session_id();
-    let devices: Vec<Device> = sessions.into_iter().map(|s| Device::of(s, current)).collect();
+    let logins = db::run(&state.pool, move |conn| Login::list_for_user(conn, user_id)).await?;
+    let policy = Auth::of(page.request())?.policy();
+    let now = chrono::Utc::now().naive_utc();
+    let current = &user.login().id;
+    let devices: Vec<Device> = logins
+        .into_iter()
+        .filter(|login| policy.is_live(login, now))
+        .map(|login| Device::of(login, current))
+        .collect();
     let mut context = Context::new();
     context.insert("devices", &devices);
     context.insert("others", &devices.iter().filter(|d| !d.current).count());
@@ -113,13 +122,13 @@ async fn revoke(
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
-    if id == user.login_session_id() {
+    if id == user.login().id {
         // Ending this very login is logging out; keep one way to do that.
         FlashMessage::info("To end this session, log out.").send();
         return Ok(see_other("/account/sessions"));
     }
     let user_id = user.id;
-    let ended = db::run(&state.pool, move |conn| LoginSession::delete_for_user(conn, user_id, &id)).await?;
+    let ended = db::run(&state.pool, move |conn| Login::delete_for_user(conn, user_id, &id)).await?;
     if !ended {
         return Err(AppError::NotFound);
     }
@@ -130,11 +139,11 @@ async fn revoke(
 
 async fn revoke_others(
     user: LoginRequired,
-    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
-    let (user_id, keep) = (user.id, user.login_session_id().to_owned());
-    let ended = db::run(&state.pool, move |conn| LoginSession::delete_others(conn, user_id, &keep)).await?;
+    let user_id = user.id;
+    let ended = latchkey_auth::end_other_logins(&req, &user).await?;
     log::info!("user {user_id} logged out {ended} other session(s)");
     FlashMessage::success(match ended {
         0 => "There were no other sessions.".to_owned(),
@@ -150,11 +159,11 @@ async fn revoke_others(
 #[derive(Deserialize)]
 struct PasswordForm {
     #[serde(default)]
-    current_password: Secret,
+    current_password: Password,
     #[serde(default)]
-    new_password: Secret,
+    new_password: Password,
     #[serde(default)]
-    new_password_confirm: Secret,
+    new_password_confirm: Password,
 }
 
 fn password_context(errors: &FieldErrors, min_length: usize) -> Context {
@@ -183,6 +192,7 @@ async fn change_password(
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    let hasher = Auth::of(page.request())?.hasher();
     let min_length = state.settings.password_min_length;
     let mut errors = FieldErrors::new();
     for problem in
@@ -191,12 +201,8 @@ async fn change_password(
         let field = if problem.is_about_confirmation() { "new_password_confirm" } else { "new_password" };
         errors.entry(field).or_default().push(problem.message());
     }
-    let email = user.email.clone();
-    let stored =
-        db::run(&state.pool, move |conn| User::find_by_email(conn, &email)).await?.map(|u| u.password_hash);
-    let current_ok = form.current_password.expose().len() <= password::MAX_BYTES
-        && password::verify(form.current_password, stored, state.dummy_hash.clone()).await?;
-    if !current_ok {
+    let stored = Some(user.password_hash.clone());
+    if !hasher.verify(form.current_password, stored).await? {
         errors.entry("current_password").or_default().push("Your current password is not correct.".into());
     }
     if !errors.is_empty() {
@@ -207,16 +213,19 @@ async fn change_password(
         );
     }
 
-    let hash = password::hash(form.new_password, state.settings.bcrypt_cost).await?;
-    let (user_id, keep) = (user.id, user.login_session_id().to_owned());
+    let hash = hasher.hash(form.new_password).await?;
+    let user_id = user.id;
     let now = chrono::Utc::now().naive_utc();
-    let ended = db::run(&state.pool, move |conn| {
-        User::set_password_hash(conn, user_id, &hash, now)?;
-        LoginSession::delete_others(conn, user_id, &keep)
+    // The new hash moves the credential epoch on: every login made with the old password
+    // ends, even one whose password check is still running. Their rows go too.
+    let (updated, ended) = db::run(&state.pool, move |conn| {
+        let updated = User::set_password_hash(conn, user_id, &hash, now)?;
+        let ended = Login::delete_others(conn, user_id, "")?;
+        Ok((updated, ended))
     })
     .await?;
-    login::log_in(page.request(), user_id, user.login.remember).await?;
-    log::info!("user {user_id} changed their password; {ended} other session(s) ended");
+    latchkey_auth::log_in(page.request(), &updated, user.login().remember).await?;
+    log::info!("user {user_id} changed their password; {} other session(s) ended", ended.saturating_sub(1));
     FlashMessage::success("Your password has been changed. Every other session has been logged out.").send();
     Ok(see_other("/account"))
 }

@@ -9,22 +9,24 @@ use serde::Deserialize;
 use tera::Context;
 use validator::ValidateEmail;
 
-use crate::auth::{login, next, password};
+use latchkey_auth::next;
+use latchkey_auth::password::{self, Password};
+use latchkey_auth::Auth;
+
 use crate::db;
 use crate::error::AppError;
+use crate::http;
 use crate::models::{NewUser, User};
-use crate::settings::Secret;
-use crate::startup::AppState;
-use crate::web::form::{CsrfForm, NoFields};
-use crate::web::page::Page;
-use crate::web::see_other;
+use crate::pages::{see_other, Page};
+use crate::state::AppState;
+use latchkey_auth::csrf::{CsrfForm, NoFields};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/register", web::get().to(register_form))
+    cfg.route("/register", http::get().to(register_form))
         .route("/register", web::post().to(register))
-        .route("/login", web::get().to(login_form))
+        .route("/login", http::get().to(login_form))
         .route("/login", web::post().to(log_in))
-        .route("/logout", web::get().to(logout_page))
+        .route("/logout", http::get().to(logout_page))
         .route("/logout", web::post().to(log_out));
 }
 
@@ -46,9 +48,9 @@ struct RegisterForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
-    password: Secret,
+    password: Password,
     #[serde(default)]
-    password_confirm: Secret,
+    password_confirm: Password,
     #[serde(default)]
     next: String,
 }
@@ -59,7 +61,7 @@ pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
 /// A registration that passed validation.
 struct Registration {
     email: String,
-    password: Secret,
+    password: Password,
 }
 
 impl RegisterForm {
@@ -124,13 +126,14 @@ async fn register(
         Err((email, errors)) => return invalid(&email, &errors),
     };
 
-    let hash = password::hash(registration.password, state.settings.bcrypt_cost).await?;
+    let hash = Auth::of(page.request())?.hasher().hash(registration.password).await?;
     let email = registration.email.clone();
     let now = chrono::Utc::now().naive_utc();
     let created = db::run(&state.pool, move |conn| {
         NewUser { email: &email, password_hash: &hash, created_at: now, updated_at: now }.insert(conn)
     })
-    .await;
+    .await
+    .map_err(AppError::from);
     let user = match created {
         Ok(user) => user,
         Err(AppError::UniqueViolation(_)) => {
@@ -141,7 +144,7 @@ async fn register(
         Err(other) => return Err(other),
     };
 
-    login::log_in(page.request(), user.id, false).await?;
+    latchkey_auth::log_in(page.request(), &user, false).await?;
     log::info!("user {} registered", user.id);
     FlashMessage::success("Welcome! Your account has been created and you are logged in.").send();
     Ok(see_other(next::target(&next)))
@@ -154,7 +157,7 @@ struct LoginForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
-    password: Secret,
+    password: Password,
     #[serde(default)]
     remember: Option<String>,
     #[serde(default)]
@@ -178,17 +181,15 @@ async fn log_in(
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    let hasher = Auth::of(page.request())?.hasher();
     let email = normalise_email(&form.email);
-    let user = if form.password.expose().len() > password::MAX_BYTES {
-        None
-    } else {
-        let lookup = email.clone();
-        let user = db::run(&state.pool, move |conn| User::find_by_email(conn, &lookup)).await?;
-        let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let matched = password::verify(form.password, stored, state.dummy_hash.clone()).await?;
-        user.filter(|_| matched)
-    };
-    let Some(user) = user else {
+    // The user is read before the password is checked: the login holds only for the
+    // credentials of this moment (see `latchkey_auth::log_in`).
+    let lookup = email.clone();
+    let user = db::run(&state.pool, move |conn| User::find_by_email(conn, &lookup)).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matched = hasher.verify(form.password.clone(), stored).await?;
+    let Some(user) = user.filter(|_| matched) else {
         log::info!("failed login attempt");
         return page.render_with_status(
             StatusCode::UNAUTHORIZED,
@@ -196,8 +197,15 @@ async fn log_in(
             login_context(&email, Some("Invalid email or password."), &form.next),
         );
     };
+    if hasher.needs_rehash(&user.password_hash) {
+        // BCRYPT_COST changed since this hash was made: every account should cost the same.
+        let new_hash = hasher.hash(form.password).await?;
+        let (id, old_hash) = (user.id, user.password_hash.clone());
+        db::run(&state.pool, move |conn| User::rehash_password(conn, id, &old_hash, &new_hash)).await?;
+        log::info!("user {id}: password rehashed at cost {}", hasher.cost());
+    }
 
-    login::log_in(page.request(), user.id, form.remember.as_deref() == Some("on")).await?;
+    latchkey_auth::log_in(page.request(), &user, form.remember.as_deref() == Some("on")).await?;
     log::info!("user {} logged in", user.id);
     FlashMessage::success("You are logged in.").send();
     Ok(see_other(next::target(&form.next)))
@@ -210,8 +218,18 @@ async fn logout_page(page: Page) -> Result<HttpResponse, AppError> {
     page.render("logout.html", Context::new())
 }
 
+/// Ends the login on the server and tells the browser to drop every cookie of the site
+/// (`Clear-Site-Data`). The "logged out" notice travels in the address, since a cookie set in
+/// this response may be cleared with the rest.
 async fn log_out(_form: CsrfForm<NoFields>, page: Page) -> Result<HttpResponse, AppError> {
-    login::log_out(page.request()).await?;
-    FlashMessage::info("You have been logged out.").send();
-    Ok(see_other("/"))
+    latchkey_auth::log_out::<User>(page.request()).await?;
+    let mut response = see_other(LOGGED_OUT);
+    response.headers_mut().insert(
+        actix_web::http::header::HeaderName::from_static("clear-site-data"),
+        actix_web::http::header::HeaderValue::from_static("\"cookies\""),
+    );
+    Ok(response)
 }
+
+/// Where logging out lands: the home page, which then says so.
+pub const LOGGED_OUT: &str = "/?logged_out=1";

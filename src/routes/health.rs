@@ -4,10 +4,11 @@ use actix_web::{web, HttpResponse};
 
 use crate::db;
 use crate::error::AppError;
-use crate::startup::AppState;
+use crate::http;
+use crate::state::AppState;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", http::get().to(healthz)).route("/readyz", http::get().to(readyz));
 }
 
 /// The process is alive.
@@ -17,7 +18,7 @@ async fn healthz() -> HttpResponse {
 
 /// The database, and Redis when sessions live there, answer.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    db::ping(&state.pool).await?;
+    db::ping(&state.pool).await.map_err(AppError::unavailable)?;
     if let Some(redis) = &state.redis {
         redis.ping().await.map_err(AppError::unavailable)?;
     }

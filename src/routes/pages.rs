@@ -5,15 +5,28 @@ use tera::Context;
 
 use crate::auth::LoginRequired;
 use crate::error::AppError;
-use crate::web::page::Page;
+use crate::http;
+use crate::pages::Page;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(home))
-        .route("/about", web::get().to(about))
-        .route("/contact", web::get().to(contact));
+    cfg.route("/", http::get().to(home))
+        .route("/about", http::get().to(about))
+        .route("/contact", http::get().to(contact));
 }
 
-async fn home(page: Page) -> Result<HttpResponse, AppError> {
+#[derive(serde::Deserialize)]
+struct HomeQuery {
+    logged_out: Option<String>,
+}
+
+/// The home page; after a logout (`/?logged_out=1`) it says so to the visitor, who is by then
+/// anonymous.
+async fn home(page: Page, query: web::Query<HomeQuery>) -> Result<HttpResponse, AppError> {
+    let page = if query.logged_out.is_some() && !page.user().is_authenticated() {
+        page.with_notice("You have been logged out.")
+    } else {
+        page
+    };
     page.render("home.html", Context::new())
 }
 

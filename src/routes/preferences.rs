@@ -10,14 +10,15 @@ use serde::{Deserialize, Serialize};
 use tera::Context;
 
 use crate::error::AppError;
-use crate::startup::AppState;
-use crate::web::form::CsrfForm;
-use crate::web::page::Page;
-use crate::web::preferences::{Accent, Preferences, Theme};
-use crate::web::see_other;
+use crate::http;
+use crate::pages::preferences::{Accent, Preferences, Theme};
+use crate::pages::see_other;
+use crate::pages::Page;
+use crate::state::AppState;
+use latchkey_auth::csrf::CsrfForm;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/preferences", web::get().to(preferences_form))
+    cfg.route("/preferences", http::get().to(preferences_form))
         .route("/preferences", web::post().to(save_preferences));
 }
 
@@ -104,7 +105,7 @@ async fn save_preferences(
             );
         }
     };
-    let cookie = preferences.to_cookie(&state.keys.preferences, state.settings.is_production());
+    let cookie = preferences.to_cookie(&state.keys.preferences, state.is_production());
     FlashMessage::success("Your preferences have been saved.").send();
     let mut response = see_other("/preferences");
     response.add_cookie(&cookie).map_err(AppError::internal)?;
@@ -112,5 +113,5 @@ async fn save_preferences(
 }
 
 fn current(page: &Page, state: &AppState) -> Preferences {
-    Preferences::from_request(page.request(), &state.keys.preferences, state.settings.is_production())
+    Preferences::from_request(page.request(), &state.keys.preferences, state.is_production())
 }

@@ -1,34 +1,30 @@
-//! The idle-timeout warning's endpoints: read the session's remaining time without
-//! extending it, and extend it on request ("Stay signed in").
+//! The idle-timeout warning's endpoints: read the login's remaining time without extending
+//! it, and extend it on request ("Stay signed in").
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use latchkey_auth::csrf::CsrfHeader;
+use latchkey_auth::{Auth, LoginStatus, Touch};
 
-use crate::auth::login::{SessionStatus, Touch};
 use crate::auth::CurrentUser;
 use crate::error::AppError;
-use crate::startup::AppState;
-use crate::web::csrf::CsrfHeader;
+use crate::http;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/session/status", web::get().to(status)).route("/session/extend", web::post().to(extend));
+    cfg.route("/session/status", http::get().to(status)).route("/session/extend", web::post().to(extend));
 }
 
-/// Reports the remaining time; never extends the session.
-async fn status(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let user = CurrentUser::resolve_with(&req, Touch::Never).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(SessionStatus::of(&user, &state.settings.sessions)))
+/// Reports the remaining time; never extends the login.
+async fn status(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    report(&req, Touch::Never).await
 }
 
 /// Resets the idle clock ("Stay signed in").
-async fn extend(
-    req: HttpRequest,
-    _csrf: CsrfHeader,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
-    let user = CurrentUser::resolve_with(&req, Touch::Force).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(SessionStatus::of(&user, &state.settings.sessions)))
+async fn extend(req: HttpRequest, _csrf: CsrfHeader) -> Result<HttpResponse, AppError> {
+    report(&req, Touch::Force).await
+}
+
+async fn report(req: &HttpRequest, touch: Touch) -> Result<HttpResponse, AppError> {
+    let user = CurrentUser::resolve_with(req, touch).await?;
+    let status = LoginStatus::of(user.login(), Auth::of(req)?.policy());
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(status))
 }

@@ -9,17 +9,17 @@ use tera::Context;
 
 use crate::db;
 use crate::error::AppError;
+use crate::http;
 use crate::models::Product;
+use crate::pages::{see_other, Page};
 use crate::shop::cart::{AddError, Cart};
 use crate::shop::{format_price, parse_product_id, Quantity, MAX_GUEST_LINES, MAX_QUANTITY};
-use crate::startup::AppState;
-use crate::web::form::CsrfForm;
-use crate::web::page::Page;
-use crate::web::see_other;
+use crate::state::AppState;
+use latchkey_auth::csrf::CsrfForm;
 
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/shop", web::get().to(shop))
-        .route("/cart", web::get().to(cart))
+    cfg.route("/shop", http::get().to(shop))
+        .route("/cart", http::get().to(cart))
         .route("/cart/items", web::post().to(add_item));
 }
 

@@ -4,20 +4,23 @@
 //! A guest gets a session only when they first add something: looking around, crawlers and
 //! health checks put nothing in the session store. At login (and registration) the guest's
 //! cart moves into the user's, in the transaction that records the login
-//! (`auth::login::log_in`): quantities add up, capped at `MAX_QUANTITY`.
+//! (through `MergeGuestCart`, the site's `latchkey_auth::LoginHook`): quantities add up, capped at `MAX_QUANTITY`.
 
 use std::collections::BTreeMap;
 
-use actix_session::{Session, SessionExt};
 use actix_web::HttpRequest;
 use diesel::QueryResult;
+use latchkey_auth::LoginHook;
+use latchkey_sessions::{SessionKey, TypedSession};
 
 use crate::auth::CurrentUser;
 use crate::db::{self, DbConnection, Pool};
 use crate::error::AppError;
 use crate::models::{CartItem, LineChange, Product};
-use crate::sessions::keys;
 use crate::shop::{Quantity, MAX_GUEST_LINES, MAX_QUANTITY};
+
+/// Where a guest's cart lives in the session: `[[product id, quantity], …]`.
+pub const CART: SessionKey<Vec<(i32, i32)>> = SessionKey::new("latchkey.cart");
 
 /// Why an add did not happen.
 #[derive(Debug)]
@@ -35,15 +38,15 @@ impl From<AppError> for AddError {
 
 /// This visitor's cart, wherever it lives.
 pub enum Cart {
-    Guest(Session),
+    Guest(TypedSession),
     User(i32),
 }
 
 impl Cart {
     pub fn of(req: &HttpRequest, user: &CurrentUser) -> Self {
-        match user.authenticated() {
+        match user.user() {
             Some(user) => Self::User(user.id),
-            None => Self::Guest(req.get_session()),
+            None => Self::Guest(TypedSession::of(req)),
         }
     }
 
@@ -61,7 +64,7 @@ impl Cart {
                 let add = move |conn: &mut DbConnection| {
                     CartItem::add(conn, user_id, product_id, quantity.get(), MAX_QUANTITY)
                 };
-                Ok(db::run(pool, add).await?)
+                Ok(db::run(pool, add).await.map_err(AppError::from)?)
             }
             Self::Guest(session) => GuestCart::load(session).add(session, product_id, quantity),
         }
@@ -92,8 +95,7 @@ impl Cart {
     }
 }
 
-/// A guest's cart: product id → quantity, kept in the session under `keys::CART` as a compact
-/// `[[product id, quantity], …]`.
+/// A guest's cart: product id → quantity, kept in the session under [`CART`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GuestCart {
     lines: BTreeMap<i32, i32>,
@@ -102,8 +104,8 @@ pub struct GuestCart {
 impl GuestCart {
     /// The cart in `session`. No cart, or one that does not parse, is an empty cart: never an
     /// error page.
-    pub fn load(session: &Session) -> Self {
-        Self::from_stored(session.get(keys::CART).ok().flatten().unwrap_or_default())
+    pub fn load(session: &TypedSession) -> Self {
+        Self::from_stored(session.get(CART).unwrap_or_default())
     }
 
     /// The cart from its stored form, keeping to the rules whatever was stored.
@@ -131,7 +133,7 @@ impl GuestCart {
     /// Adds to the cart and saves it in the session; the first add creates the session.
     fn add(
         &mut self,
-        session: &Session,
+        session: &TypedSession,
         product_id: i32,
         quantity: Quantity,
     ) -> Result<LineChange, AddError> {
@@ -142,7 +144,7 @@ impl GuestCart {
         let change = LineChange::adding(before.unwrap_or(0), quantity.get(), MAX_QUANTITY);
         if change.added() > 0 {
             self.lines.insert(product_id, change.after);
-            session.insert(keys::CART, self.stored()).map_err(AppError::internal)?;
+            session.insert(CART, &self.stored()).map_err(AppError::internal)?;
         }
         Ok(change)
     }
@@ -167,15 +169,40 @@ impl GuestCart {
     }
 
     /// Removes the cart from the session (once it has been merged).
-    pub fn clear(session: &Session) {
-        session.remove(keys::CART);
+    pub fn clear(session: &TypedSession) {
+        session.remove(CART);
+    }
+}
+
+/// Moves a guest's cart into the user's at login, in the login's transaction: if either fails,
+/// the visitor is still a guest with their cart, never logged in with a cart half merged.
+pub struct MergeGuestCart;
+
+impl LoginHook for MergeGuestCart {
+    fn prepare(
+        &self,
+        req: &HttpRequest,
+    ) -> Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send> {
+        let cart = GuestCart::load(&TypedSession::of(req));
+        Box::new(move |conn, user_id| {
+            let merged = cart.merge_into(conn, user_id)?;
+            if merged > 0 {
+                log::info!("user {user_id}: {merged} line(s) of their guest cart moved into their cart");
+            }
+            Ok(())
+        })
+    }
+
+    /// Merged: gone from the session before anything else can fail, so no retry adds it twice.
+    fn committed(&self, req: &HttpRequest) {
+        GuestCart::clear(&TypedSession::of(req));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sessions::COOKIE_STATE_LIMIT;
+    use latchkey_sessions::COOKIE_STATE_LIMIT;
 
     #[test]
     fn a_stored_cart_is_read_by_the_rules() {

@@ -9,7 +9,7 @@ pub mod cart;
 pub const MAX_QUANTITY: i32 = 99;
 
 /// The most different products a guest's cart holds. It lives in the session, which the cookie
-/// store keeps inside the cookie (`sessions::COOKIE_STATE_LIMIT`, for browsers' 4 KB): twenty
+/// store keeps inside the cookie (`latchkey_sessions::COOKIE_STATE_LIMIT`, for browsers' 4 KB): twenty
 /// lines take at most about 320 bytes. Users' carts are rows in the database, with no limit.
 pub const MAX_GUEST_LINES: usize = 20;
 

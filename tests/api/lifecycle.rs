@@ -179,7 +179,7 @@ async fn expired_database_sessions_are_purged_by_the_task_and_the_command() {
         let path = url.trim_start_matches("sqlite://").to_owned();
         let mut conn =
             latchkey::db::DbConnection::Sqlite(diesel::SqliteConnection::establish(&path).unwrap());
-        latchkey::models::SessionState::count(&mut conn).unwrap()
+        latchkey_sessions::database::count(&mut conn).unwrap()
     };
     assert!(count() >= 3, "server-side state exists");
     sleep(4.5).await; // past the state's lifetime: IDLE_TIMEOUT plus one IDLE_TIMEOUT of margin
@@ -209,7 +209,7 @@ async fn expired_database_sessions_are_purged_by_the_task_and_the_command() {
     let count = move || {
         use diesel::Connection;
         let mut conn = latchkey::db::DbConnection::Postgres(diesel::PgConnection::establish(&url).unwrap());
-        latchkey::models::SessionState::count(&mut conn).unwrap()
+        latchkey_sessions::database::count(&mut conn).unwrap()
     };
     assert!(count() >= 1);
     let mut remaining = count();

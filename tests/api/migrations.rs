@@ -8,12 +8,12 @@ use crate::helpers::{Db, TestDatabase};
 
 fn round_trip(mut conn: DbConnection) {
     let reverted = db::revert_all(&mut conn).expect("revert all");
-    assert_eq!(reverted.len(), 4, "{reverted:?}");
+    assert_eq!(reverted.len(), 5, "{reverted:?}");
     assert!(conn.batch_execute("SELECT count(*) FROM users").is_err(), "users is gone");
     let applied = db::migrate(&mut conn).expect("migrate again");
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     conn.batch_execute(
-        "SELECT count(*) FROM users; SELECT count(*) FROM login_sessions; \
+        "SELECT count(*) FROM users; SELECT count(*) FROM logins; \
          SELECT count(*) FROM products; SELECT count(*) FROM cart_items",
     )
     .expect("tables are back");
@@ -38,7 +38,7 @@ async fn sqlite_migrations_round_trip() {
         let path = url.trim_start_matches("sqlite://");
         let mut conn = DbConnection::Sqlite(SqliteConnection::establish(path).expect("connect"));
         let applied = db::migrate(&mut conn).expect("first migrate");
-        assert_eq!(applied.len(), 4);
+        assert_eq!(applied.len(), 5);
         round_trip(conn);
     })
     .await

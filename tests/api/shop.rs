@@ -31,7 +31,7 @@ fn cart_total(html: &str) -> String {
 }
 
 fn session_state_rows(app: &TestApp) -> i64 {
-    latchkey::models::SessionState::count(&mut app.connection()).unwrap()
+    latchkey_sessions::database::count(&mut app.connection()).unwrap()
 }
 
 async fn a_guest_fills_a_cart(app: TestApp) {

@@ -13,8 +13,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::error::AppError;
-use crate::settings::Secret;
+use crate::AuthError;
 
 /// Longest password accepted, in bytes; anything longer is refused before any hashing.
 pub const MAX_BYTES: usize = 1024;
@@ -69,7 +68,7 @@ fn salt_string(salt: &[u8; 16]) -> String {
         .encode(salt)
 }
 
-/// Hashes synchronously; call through `hash` from request code.
+/// Hashes synchronously; request code calls [`Hasher::hash`].
 pub fn hash_blocking(password: &str, cost: u32) -> Result<String, bcrypt::BcryptError> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
@@ -85,23 +84,93 @@ pub fn verify_blocking(password: &str, stored: &str) -> bool {
     bcrypt::verify(prehash(password, &parts.get_salt()), stored).unwrap_or(false)
 }
 
-/// Hashes on the blocking pool.
-pub async fn hash(password: Secret, cost: u32) -> Result<String, AppError> {
-    actix_web::web::block(move || hash_blocking(password.expose(), cost))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)
+/// The bcrypt cost of a stored hash, if it is one.
+pub fn cost_of(stored: &str) -> Option<u32> {
+    stored.parse::<bcrypt::HashParts>().ok().map(|parts| parts.get_cost())
 }
 
-/// Verifies on the blocking pool. With no stored hash (unknown email) it checks against
-/// `dummy` so that the answer takes as long as for a real account.
-pub async fn verify(password: Secret, stored: Option<String>, dummy: String) -> Result<bool, AppError> {
-    actix_web::web::block(move || {
-        let matched = verify_blocking(password.expose(), stored.as_deref().unwrap_or(&dummy));
-        matched && stored.is_some()
-    })
-    .await
-    .map_err(AppError::internal)
+/// A password as typed: `Debug` never shows it, and it deserialises from a form field.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// Hashes and verifies passwords at one cost, on the blocking pool.
+///
+/// ```no_run
+/// use latchkey_auth::password::{Hasher, Password};
+/// # async fn example() -> Result<(), latchkey_auth::AuthError> {
+/// let hasher = Hasher::new(12).await?;
+/// let stored = hasher.hash(Password::new("correct horse battery staple")).await?;
+/// assert!(hasher.verify(Password::new("correct horse battery staple"), Some(stored)).await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Hasher {
+    cost: u32,
+    /// Checked when an unknown email logs in, so a failure takes as long either way.
+    dummy: String,
+}
+
+impl Hasher {
+    /// A hasher for `cost` (4 to 31); hashes its dummy password once, on the blocking pool.
+    pub async fn new(cost: u32) -> Result<Self, AuthError> {
+        let dummy = actix_web::web::block(move || hash_blocking("latchkey dummy password", cost))
+            .await
+            .map_err(AuthError::internal)?
+            .map_err(AuthError::internal)?;
+        Ok(Self { cost, dummy })
+    }
+
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// Hashes on the blocking pool.
+    pub async fn hash(&self, password: Password) -> Result<String, AuthError> {
+        let cost = self.cost;
+        actix_web::web::block(move || hash_blocking(password.expose(), cost))
+            .await
+            .map_err(AuthError::internal)?
+            .map_err(AuthError::internal)
+    }
+
+    /// Verifies on the blocking pool. With no stored hash (unknown email) it checks the dummy
+    /// hash, so that the answer takes as long as for a real account. A password over
+    /// [`MAX_BYTES`] never matches and is never hashed.
+    pub async fn verify(&self, password: Password, stored: Option<String>) -> Result<bool, AuthError> {
+        if password.expose().len() > MAX_BYTES {
+            return Ok(false);
+        }
+        let dummy = self.dummy.clone();
+        actix_web::web::block(move || {
+            let matched = verify_blocking(password.expose(), stored.as_deref().unwrap_or(&dummy));
+            matched && stored.is_some()
+        })
+        .await
+        .map_err(AuthError::internal)
+    }
+
+    /// Whether a stored hash was made at another cost and should be replaced at the next
+    /// successful login, so every account costs the same to check.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        cost_of(stored) != Some(self.cost)
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +193,13 @@ mod tests {
         let stored = hash_blocking(&long, 4)?;
         assert!(verify_blocking(&long, &stored));
         assert!(!verify_blocking(&long[..72], &stored));
+        Ok(())
+    }
+
+    #[test]
+    fn the_cost_of_a_hash_is_read_back() -> Result<(), bcrypt::BcryptError> {
+        assert_eq!(cost_of(&hash_blocking("x", 5)?), Some(5));
+        assert_eq!(cost_of("not a hash"), None);
         Ok(())
     }
 

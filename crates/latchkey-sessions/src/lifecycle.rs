@@ -1,28 +1,30 @@
 //! Session lifecycle middleware.
 //!
-//! - `Lifecycle` (inside the session middleware) refreshes a logged-in session at most once
-//!   per touch interval (extending its server-side lifetime and re-issuing its cookie) and
-//!   replaces its id every `ROTATE_INTERVAL` on server-side stores.
-//! - `RememberCookie` (outside it) makes the session cookie persistent for logins that chose
+//! - [`Lifecycle`] (inside the session middleware) refreshes a session that holds a login at
+//!   most once per touch interval (extending its server-side lifetime and re-issuing its
+//!   cookie), and replaces its id every rotate interval where ids name server-side state. A
+//!   retired id being served in its grace period is neither refreshed nor rotated.
+//! - [`RememberCookie`] (outside it) makes the session cookie persistent for logins that chose
 //!   "Remember me". actix-session has one lifecycle for every session (actix-extras #266), so
-//!   the per-login choice is kept in the session (`keys::REMEMBER`) and applied here by
+//!   the per-login choice is kept in the session ([`keys::REMEMBER`]) and applied here by
 //!   giving the outgoing cookie a `Max-Age`; without it the cookie ends with the browser.
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix_session::SessionExt;
 use actix_web::cookie::Cookie;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
-use crate::sessions::keys;
+use crate::{cookie_name, keys, Lifetimes, TypedSession};
 
-/// The identity key actix-identity stores in the session.
-const IDENTITY_KEY: &str = "actix_identity.user_id";
+/// In the request extensions when the request's session holds a login (and so its response
+/// should never be cached).
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedInSession;
 
 /// Marks a request whose session is a remembered login (read by `RememberCookie`).
 #[derive(Clone, Copy)]
@@ -33,27 +35,40 @@ fn is_passive(path: &str) -> bool {
     matches!(path, "/session/status" | "/healthz" | "/readyz") || path.starts_with("/static/")
 }
 
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// Refreshes and rotates logged-in sessions; see the module docs.
+/// Refreshes and rotates sessions that hold a login; see the module docs.
 #[derive(Clone)]
 pub struct Lifecycle {
-    pub touch_interval: Duration,
+    touch_interval: Duration,
     /// `None` where ids name no server-side state (the cookie store).
-    pub rotate_interval: Option<Duration>,
+    rotate_interval: Option<Duration>,
 }
 
-/// Makes the session cookie of remembered logins persistent for `lifetime`.
+impl Lifecycle {
+    /// `rotates_ids` is [`crate::Store::rotates_ids`].
+    pub fn new(lifetimes: &Lifetimes, rotates_ids: bool) -> Self {
+        Self {
+            touch_interval: lifetimes.touch_interval,
+            rotate_interval: rotates_ids.then_some(lifetimes.rotate_interval),
+        }
+    }
+}
+
+/// Makes the session cookie of remembered logins persistent for `remember_duration`.
 #[derive(Clone)]
 pub struct RememberCookie {
-    pub cookie_name: &'static str,
-    pub lifetime: Duration,
+    cookie_name: &'static str,
+    lifetime: Duration,
+}
+
+impl RememberCookie {
+    pub fn new(lifetimes: &Lifetimes, production: bool) -> Self {
+        Self { cookie_name: cookie_name(production), lifetime: lifetimes.remember_duration }
+    }
 }
 
 macro_rules! transform {
     ($config:ty, $middleware:ident) => {
+        #[doc(hidden)]
         pub struct $middleware<S> {
             service: Rc<S>,
             config: $config,
@@ -92,29 +107,30 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let session = req.get_session();
-        if session.contains_key(IDENTITY_KEY) && !is_passive(req.path()) {
-            let now = unix_now();
-            let elapsed = |key: &str| {
-                let since = session.get::<i64>(key).ok().flatten().unwrap_or(0);
-                Duration::from_secs(u64::try_from(now - since).unwrap_or(0))
-            };
-            if elapsed(keys::TOUCHED) >= self.config.touch_interval {
-                // Failing to serialise an integer is impossible; ignoring keeps serving.
-                let _ = session.insert(keys::TOUCHED, now);
-            }
-            if let Some(interval) = self.config.rotate_interval {
-                if elapsed(keys::ROTATED) >= interval {
-                    session.renew();
-                    let _ = session.insert(keys::ROTATED, now);
+        let session = TypedSession::of(req.request());
+        if session.contains(keys::IDENTITY) {
+            req.extensions_mut().insert(LoggedInSession);
+            if !is_passive(req.path()) && !session.is_retired() {
+                let now = chrono::Utc::now().timestamp();
+                let elapsed = |since: Option<i64>| {
+                    Duration::from_secs(u64::try_from(now - since.unwrap_or(0)).unwrap_or(0))
+                };
+                if elapsed(session.get(keys::TOUCHED)) >= self.config.touch_interval {
+                    // Serialising an integer cannot fail; ignoring keeps serving.
+                    let _ = session.insert(keys::TOUCHED, &now);
+                }
+                if let Some(interval) = self.config.rotate_interval {
+                    if elapsed(session.get(keys::ROTATED)) >= interval {
+                        session.renew();
+                        let _ = session.insert(keys::ROTATED, &now);
+                    }
                 }
             }
         }
         let service = Rc::clone(&self.service);
         Box::pin(async move {
             let res = service.call(req).await?;
-            let session = res.request().get_session();
-            if session.get::<bool>(keys::REMEMBER).ok().flatten() == Some(true) {
+            if TypedSession::of(res.request()).get(keys::REMEMBER) == Some(true) {
                 res.request().extensions_mut().insert(Remembered);
             }
             Ok(res)

@@ -1,19 +1,33 @@
-//! `Page`: the extractor handlers render through. It gathers what the base layout shows on
-//! every page (current user, CSRF token, flash messages, display preferences) so templates see
-//! `current_user` the way Flask templates do.
+//! Pages: the only source of HTML. `Page` is the extractor handlers render through; it gathers
+//! what the base layout shows on every page (current user, CSRF token, flash messages,
+//! display preferences) so templates see `current_user` the way Flask templates do. Error
+//! pages, the flash cookie, the preferences cookie and where templates and static files come
+//! from live here too.
+
+pub mod assets;
+mod error_pages;
+pub mod flash;
+pub mod preferences;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use actix_web_flash_messages::{IncomingFlashMessages, Level};
 use futures_util::future::LocalBoxFuture;
+use latchkey_auth::csrf::CsrfToken;
+use latchkey_auth::{Auth, LoginStatus};
 use serde::Serialize;
 
-use crate::auth::login::SessionStatus;
+pub use error_pages::ErrorPages;
+
 use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorPage};
-use crate::startup::AppState;
-use crate::web::csrf::CsrfToken;
-use crate::web::preferences::Preferences;
+use crate::state::AppState;
+use preferences::Preferences;
+
+/// A `303 See Other` to a local path, the answer to every successful form POST.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
 
 /// What every template receives besides its own variables.
 pub struct Page {
@@ -60,6 +74,12 @@ impl FromRequest for Page {
 }
 
 impl Page {
+    /// Shows `text` among this page's messages, as a flash message would be shown.
+    pub fn with_notice(mut self, text: &str) -> Self {
+        self.flashes.push(Flash { level: "info", text: text.to_owned() });
+        self
+    }
+
     pub fn user(&self) -> &CurrentUser {
         &self.user
     }
@@ -87,6 +107,7 @@ impl Page {
 /// for a request that an inner middleware consumed (see `ErrorPages`).
 pub struct Layout<'a> {
     pub state: &'a AppState,
+    pub auth: &'a Auth,
     pub user: &'a CurrentUser,
     pub csrf: CsrfToken,
     pub preferences: Preferences,
@@ -95,12 +116,16 @@ pub struct Layout<'a> {
 
 impl<'a> Layout<'a> {
     fn of(req: &'a HttpRequest, user: &'a CurrentUser) -> Result<Self, AppError> {
-        let state = req
-            .app_data::<web::Data<AppState>>()
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState is not registered")))?;
-        let preferences =
-            Preferences::from_request(req, &state.keys.preferences, state.settings.is_production());
-        Ok(Self { state, user, csrf: CsrfToken::for_request(req)?, preferences, path: req.path() })
+        let state = AppState::of(req)?;
+        let preferences = Preferences::from_request(req, &state.keys.preferences, state.is_production());
+        Ok(Self {
+            state,
+            auth: Auth::of(req)?,
+            user,
+            csrf: CsrfToken::for_request(req)?,
+            preferences,
+            path: req.path(),
+        })
     }
 }
 
@@ -122,18 +147,18 @@ fn render_layout(
     template: &str,
     mut context: tera::Context,
 ) -> Result<HttpResponse, AppError> {
-    let authenticated = layout.user.authenticated();
+    let user = layout.user.user();
     context.insert(
         "current_user",
         &UserView {
-            is_authenticated: authenticated.is_some(),
-            is_anonymous: authenticated.is_none(),
-            id: authenticated.map(|u| u.id),
-            email: authenticated.map(|u| u.email.as_str()),
+            is_authenticated: user.is_some(),
+            is_anonymous: user.is_none(),
+            id: user.map(|u| u.id),
+            email: user.map(|u| u.email.as_str()),
         },
     );
-    if authenticated.is_some() {
-        context.insert("session_status", &SessionStatus::of(layout.user, &layout.state.settings.sessions));
+    if let Some(login) = layout.user.login() {
+        context.insert("session_status", &LoginStatus::of(Some(login), layout.auth.policy()));
     }
     context.insert("csrf_token", &layout.csrf.token);
     context.insert("flashes", flashes);

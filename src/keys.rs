@@ -6,7 +6,7 @@ use sha2::Sha512;
 
 use crate::settings::SecretKey;
 
-/// The keys the web layer signs and encrypts with.
+/// The keys the site signs and encrypts with.
 #[derive(Clone)]
 pub struct Keys {
     /// Signs and encrypts the session cookie.

@@ -8,14 +8,13 @@
 //! serves every request; a broken one is dropped and re-opened on the next request, and every
 //! operation is bounded by `REDIS_TIMEOUT`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
-use redis::aio::MultiplexedConnection;
 
-type State = HashMap<String, String>;
+use crate::store::State;
+use redis::aio::MultiplexedConnection;
 
 /// The Redis key holding a session's state.
 fn state_key(key: &str) -> String {
@@ -27,6 +26,8 @@ fn retired_key(key: &str) -> String {
     format!("latchkey:retired:{key}")
 }
 
+/// Session state in Redis: `latchkey:session:<key>` holds the JSON state with a TTL, and
+/// `latchkey:retired:<key>` marks a key in its grace period.
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
@@ -104,14 +105,15 @@ impl RedisStore {
         self.query(async |conn| redis::cmd("PING").query_async::<String>(conn).await).await.map(drop)
     }
 
-    pub async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
-        let name = state_key(key.as_ref());
-        let json: Option<String> = self
-            .query(async |conn| redis::cmd("GET").arg(&name).query_async(conn).await)
+    /// The state under `key` and whether the key is retired, in one round trip. State that
+    /// does not parse is treated as no session, never as an error page.
+    pub async fn load(&self, key: &SessionKey) -> Result<Option<(State, bool)>, LoadError> {
+        let (name, retired) = (state_key(key.as_ref()), retired_key(key.as_ref()));
+        let (json, marker): (Option<String>, Option<String>) = self
+            .query(async |conn| redis::cmd("MGET").arg(&name).arg(&retired).query_async(conn).await)
             .await
             .map_err(LoadError::Other)?;
-        // State that does not parse is treated as no session, never as an error page.
-        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()).map(|state| (state, marker.is_some())))
     }
 
     pub async fn save(&self, state: State, ttl: Duration) -> Result<SessionKey, SaveError> {
@@ -139,40 +141,31 @@ impl RedisStore {
         }
     }
 
-    /// Updates a live key; a key that has expired or been retired gets its state saved under
-    /// a fresh key instead, so a request still in flight never revives a replaced id.
-    pub async fn update(
-        &self,
-        key: SessionKey,
-        state: State,
-        ttl: Duration,
-    ) -> Result<SessionKey, UpdateError> {
+    /// Replaces the state of a live key that is not retired, in one atomic step (a Lua
+    /// script: no retirement can land between the check and the write). Returns whether it
+    /// wrote; an expired or retired key is left alone.
+    pub async fn update(&self, key: &SessionKey, state: State, ttl: Duration) -> Result<bool, UpdateError> {
+        const UPDATE_UNLESS_RETIRED: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+             if redis.call('SET', KEYS[1], ARGV[1], 'XX', 'PX', ARGV[2]) then return 1 end \
+             return 0";
         let json = serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
         let (name, retired) = (state_key(key.as_ref()), retired_key(key.as_ref()));
         let millis = millis(ttl);
-        let is_retired: bool = self
-            .query(async |conn| redis::cmd("EXISTS").arg(&retired).query_async(conn).await)
+        let written: i64 = self
+            .query(async |conn| {
+                redis::cmd("EVAL")
+                    .arg(UPDATE_UNLESS_RETIRED)
+                    .arg(2)
+                    .arg(&name)
+                    .arg(&retired)
+                    .arg(&json)
+                    .arg(millis)
+                    .query_async(conn)
+                    .await
+            })
             .await
             .map_err(UpdateError::Other)?;
-        if !is_retired {
-            let updated: Option<String> = self
-                .query(async |conn| {
-                    redis::cmd("SET")
-                        .arg(&name)
-                        .arg(&json)
-                        .arg("XX")
-                        .arg("PX")
-                        .arg(millis)
-                        .query_async(conn)
-                        .await
-                })
-                .await
-                .map_err(UpdateError::Other)?;
-            if updated.is_some() {
-                return Ok(key);
-            }
-        }
-        self.save(state, ttl).await.map_err(super::update_error)
+        Ok(written == 1)
     }
 
     pub async fn update_ttl(&self, key: &SessionKey, ttl: Duration) -> Result<(), anyhow::Error> {
@@ -186,11 +179,7 @@ impl RedisStore {
     }
 
     /// Retires the key: it keeps working for the grace period, then it is gone.
-    pub async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
-        self.retire(key).await
-    }
-
-    async fn retire(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+    pub async fn retire(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
         let (name, retired) = (state_key(key.as_ref()), retired_key(key.as_ref()));
         let grace = millis(self.grace).max(1);
         // PEXPIRE … LT only ever shortens the remaining time; the marker stops updates from

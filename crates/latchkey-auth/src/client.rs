@@ -1,0 +1,105 @@
+//! Who is on the other end of the connection: IP address and user agent.
+
+use std::net::IpAddr;
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+
+/// The longest user agent kept.
+const USER_AGENT_MAX: usize = 512;
+
+/// The client's address and user agent, as recorded on logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// The socket's peer address, unless the peer is a trusted proxy: then the nearest
+    /// `X-Forwarded-For` entry that is not itself a trusted proxy. See [`client_ip`].
+    pub fn of(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> Self {
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let ip = req.peer_addr().map(|addr| client_ip(addr.ip(), &forwarded, trusted_proxies));
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
+        Self { ip: ip.map(|ip| ip.to_string()), user_agent }
+    }
+}
+
+/// The client's address: the peer, unless it is a trusted proxy, in which case the chain of
+/// `X-Forwarded-For` entries is walked from the right (the hop nearest us) past every
+/// trusted proxy. The walk stops at the first entry that does not parse: everything to its
+/// left was written by someone we cannot vouch for, so the last good hop is the answer.
+/// Addresses are compared in canonical form, so an IPv4-mapped IPv6 peer (`::ffff:10.0.0.1`)
+/// is the IPv4 proxy it maps.
+///
+/// ```
+/// use latchkey_auth::client::client_ip;
+/// let proxy = "10.0.0.1".parse().unwrap();
+/// let peer = "::ffff:10.0.0.1".parse().unwrap();
+/// assert_eq!(client_ip(peer, &["203.0.113.9", "198.51.100.7"], &[proxy]).to_string(), "198.51.100.7");
+/// assert_eq!(client_ip(peer, &["203.0.113.9", "junk"], &[proxy]).to_string(), "10.0.0.1");
+/// ```
+pub fn client_ip(peer: IpAddr, forwarded: &[&str], trusted_proxies: &[IpAddr]) -> IpAddr {
+    let trusted = |ip: IpAddr| trusted_proxies.iter().any(|proxy| proxy.to_canonical() == ip.to_canonical());
+    let mut client = peer.to_canonical();
+    if !trusted(client) {
+        return client;
+    }
+    for entry in forwarded.iter().rev() {
+        let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = hop.to_canonical();
+        if !trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|_| unreachable!("test addresses parse"))
+    }
+
+    #[test]
+    fn untrusted_peers_are_the_client_whatever_they_forward() {
+        assert_eq!(client_ip(ip("198.51.100.7"), &["1.2.3.4"], &[ip("10.0.0.1")]), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_skipped_from_the_right() {
+        let proxies = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let chain = ["6.6.6.6", "203.0.113.9", "10.0.0.2"];
+        assert_eq!(client_ip(ip("10.0.0.1"), &chain, &proxies), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn the_walk_stops_at_an_entry_that_does_not_parse() {
+        let proxies = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let chain = ["6.6.6.6", "not an address", "10.0.0.2"];
+        assert_eq!(client_ip(ip("10.0.0.1"), &chain, &proxies), ip("10.0.0.2"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &["6.6.6.6", ""], &proxies), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_proxies() {
+        let chain = ["203.0.113.9"];
+        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), &chain, &[ip("10.0.0.1")]), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("10.0.0.1"), &chain, &[ip("::ffff:10.0.0.1")]), ip("203.0.113.9"));
+        assert_eq!(client_ip(ip("::ffff:198.51.100.7"), &chain, &[ip("10.0.0.1")]), ip("198.51.100.7"));
+    }
+}

@@ -1,0 +1,263 @@
+//! CSRF defence: a per-browser secret in an HttpOnly cookie, and tokens derived from it.
+//!
+//! Written by hand because actix has no maintained CSRF crate that fits server-rendered forms
+//! without putting every visitor into the session store. The token is
+//! `HMAC(csrf_key, browser_secret)`: a token copied from another browser does not match this
+//! browser's secret, and it cannot be forged without the key. The secret is renewed at login
+//! and logout, so a token from before either no longer works. On top of the token, a request
+//! whose `Origin` names another site, or whose `Sec-Fetch-Site` is `cross-site`, is refused.
+
+use std::future::{ready, Ready};
+use std::rc::Rc;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::{Auth, AuthError};
+
+/// The token to embed in this response's forms, and the cookie to set if the browser needs a
+/// new secret.
+#[derive(Clone)]
+pub struct CsrfToken {
+    pub token: String,
+    pub new_cookie: Option<Cookie<'static>>,
+}
+
+/// The CSRF cookie's name: `__Host-` prefixed in production so no subdomain can plant one.
+pub fn cookie_name(production: bool) -> &'static str {
+    if production {
+        "__Host-latchkey_csrf"
+    } else {
+        "latchkey_csrf"
+    }
+}
+
+impl CsrfToken {
+    /// The token for this request, creating a browser secret (and its cookie) when missing.
+    /// Cached in the request so every form on a page, and the error page, agree.
+    pub fn for_request(req: &HttpRequest) -> Result<Self, AuthError> {
+        if let Some(token) = req.extensions().get::<CsrfToken>() {
+            return Ok(token.clone());
+        }
+        let auth = Auth::of(req)?;
+        let token = Self::from_secret(auth, browser_secret(req, auth.production));
+        req.extensions_mut().insert(token.clone());
+        Ok(token)
+    }
+
+    /// The token for a browser secret read earlier (`None`: make a new secret and cookie).
+    pub fn from_secret(auth: &Auth, secret: Option<String>) -> Self {
+        match secret {
+            Some(secret) => Self { token: derive(&auth.csrf_key, &secret), new_cookie: None },
+            None => {
+                let mut bytes = [0u8; 32];
+                rand::rng().fill_bytes(&mut bytes);
+                let secret = URL_SAFE_NO_PAD.encode(bytes);
+                let cookie = Cookie::build(cookie_name(auth.production), secret.clone())
+                    .path("/")
+                    .http_only(true)
+                    .secure(auth.production)
+                    .same_site(SameSite::Lax)
+                    .finish();
+                Self { token: derive(&auth.csrf_key, &secret), new_cookie: Some(cookie) }
+            }
+        }
+    }
+}
+
+/// Gives this browser a new CSRF secret with this response: tokens issued before stop working.
+pub fn renew(req: &HttpRequest) -> Result<(), AuthError> {
+    let token = CsrfToken::from_secret(Auth::of(req)?, None);
+    req.extensions_mut().insert(token);
+    Ok(())
+}
+
+/// Refuses requests that browsers mark as coming from another site.
+pub fn check_origin(req: &HttpRequest) -> Result<(), AuthError> {
+    let header_value = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if header_value("sec-fetch-site") == Some("cross-site") {
+        return Err(AuthError::CsrfRejected("Sec-Fetch-Site is cross-site"));
+    }
+    if let Some(origin) = header_value(header::ORIGIN.as_str()) {
+        let origin_host = origin.split_once("://").map(|(_, host)| host);
+        let own_host = req.connection_info().host().to_owned();
+        if origin_host != Some(own_host.as_str()) {
+            return Err(AuthError::CsrfRejected("Origin names another site"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the origin and a submitted token against this browser's secret, in constant time.
+pub fn verify(req: &HttpRequest, submitted: Option<&str>) -> Result<(), AuthError> {
+    check_origin(req)?;
+    let auth = Auth::of(req)?;
+    let submitted = submitted.filter(|t| !t.is_empty()).ok_or(AuthError::CsrfRejected("no CSRF token"))?;
+    let secret = browser_secret(req, auth.production).ok_or(AuthError::CsrfRejected("no CSRF cookie"))?;
+    let expected = derive(&auth.csrf_key, &secret);
+    if !bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) {
+        return Err(AuthError::CsrfRejected("wrong CSRF token"));
+    }
+    Ok(())
+}
+
+/// This browser's CSRF secret, if it sent a well-formed one.
+pub fn browser_secret(req: &HttpRequest, production: bool) -> Option<String> {
+    req.cookie(cookie_name(production))
+        .map(|c| c.value().to_owned())
+        .filter(|v| v.len() == 43 && URL_SAFE_NO_PAD.decode(v).is_ok())
+}
+
+fn derive(key: &[u8], secret: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(secret.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn header_token(req: &HttpRequest) -> Option<&str> {
+    req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+/// The extractor for state-changing requests made by scripts: the token travels in the
+/// `X-CSRF-Token` header (read from the page's `<meta name="csrf-token">`).
+pub struct CsrfHeader;
+
+impl FromRequest for CsrfHeader {
+    type Error = AuthError;
+    type Future = Ready<Result<Self, AuthError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(verify(req, header_token(req)).map(|()| CsrfHeader))
+    }
+}
+
+/// The most a form body may weigh.
+pub const FORM_LIMIT: usize = 64 * 1024;
+
+/// A url-encoded form whose CSRF token has been verified: the extractor for every
+/// state-changing form. In order: the origin (403), the body's size (413), the token from the
+/// `csrf_token` field or the `X-CSRF-Token` header (403 when missing or wrong, whatever the
+/// body is), and only then the content type and the fields of `T` (400).
+///
+/// ```no_run
+/// use latchkey_auth::csrf::CsrfForm;
+/// #[derive(serde::Deserialize)]
+/// struct Comment { text: String }
+/// async fn post(CsrfForm(comment): CsrfForm<Comment>) -> String {
+///     comment.text
+/// }
+/// ```
+pub struct CsrfForm<T>(pub T);
+
+/// A form with nothing but its CSRF token (logout, revoke buttons).
+#[derive(Deserialize)]
+pub struct NoFields {}
+
+impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
+    type Error = AuthError;
+    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            check_origin(&req)?;
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.is_some_and(|len| len > FORM_LIMIT) {
+                return Err(AuthError::PayloadTooLarge);
+            }
+            let mut body = Vec::with_capacity(declared.unwrap_or(0).min(FORM_LIMIT));
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| AuthError::BadRequest("The form could not be read."))?;
+                if body.len() + chunk.len() > FORM_LIMIT {
+                    return Err(AuthError::PayloadTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            // The token is found without parsing the form into `T`: url-decoding pairs never
+            // fails, whatever the body holds.
+            let field = form_urlencoded::parse(&body).find(|(name, _)| name == "csrf_token").map(|(_, v)| v);
+            verify(&req, field.as_deref().or_else(|| header_token(&req)))?;
+            let content_type =
+                req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if !content_type.starts_with("application/x-www-form-urlencoded") {
+                return Err(AuthError::BadRequest("Expected a form submission."));
+            }
+            let value = serde_urlencoded::from_bytes(&body)
+                .map_err(|_| AuthError::BadRequest("The form is malformed."))?;
+            Ok(CsrfForm(value))
+        })
+    }
+}
+
+/// Middleware that sends the cookie of a CSRF secret minted or renewed during the request
+/// (by a page's token, or by `log_in`/`log_out`), unless the response already sets it.
+#[derive(Clone, Copy, Default)]
+pub struct CsrfCookie;
+
+impl<S, B> Transform<S, ServiceRequest> for CsrfCookie
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = CsrfCookieMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CsrfCookieMiddleware { service: Rc::new(service) }))
+    }
+}
+
+#[doc(hidden)]
+pub struct CsrfCookieMiddleware<S> {
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for CsrfCookieMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        Box::pin(async move {
+            let mut res = service.call(req).await?;
+            let cookie = res.request().extensions().get::<CsrfToken>().and_then(|t| t.new_cookie.clone());
+            if let Some(cookie) = cookie {
+                let already_set = res.response().cookies().any(|c| c.name() == cookie.name());
+                if !already_set {
+                    res.response_mut()
+                        .add_cookie(&cookie)
+                        .map_err(actix_web::error::ErrorInternalServerError)?;
+                }
+            }
+            Ok(res)
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! `CurrentUser` and `LoginRequired`: who is behind a request, decided once per request.
+//!
+//! The session carries a random login token (through actix-identity); its hash must name a
+//! live row of `logins` whose rules ([`crate::rules::check`]) still hold. The answer, user or
+//! anonymous, is cached in the request extensions.
+
+use std::ops::Deref;
+use std::rc::Rc;
+
+use actix_identity::IdentityExt;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use latchkey_sessions::{keys, TypedSession};
+
+use crate::client::ClientInfo;
+use crate::registry::{token_id, Login};
+use crate::rules::{check, Touch, Verdict};
+use crate::{Auth, AuthError, AuthUser};
+
+/// A user and the login they are logged in through.
+#[derive(Debug)]
+pub struct Authenticated<U> {
+    pub user: U,
+    pub login: Login,
+}
+
+/// The user behind this request, or an anonymous visitor (Flask-Login's `current_user`).
+/// Extracting it never fails for anonymous visitors.
+///
+/// ```no_run
+/// use latchkey_auth::{AuthUser, CurrentUser};
+/// # #[derive(Clone)] struct User { id: i32, email: String }
+/// # impl AuthUser for User {
+/// #     fn id(&self) -> i32 { self.id }
+/// #     fn credential_epoch(&self) -> i64 { 0 }
+/// #     fn load(_: &mut latchkey_db::DbConnection, _: i32) -> diesel::QueryResult<Option<Self>> { Ok(None) }
+/// #     fn advance_credential_epoch(_: &mut latchkey_db::DbConnection, _: i32) -> diesel::QueryResult<i64> { Ok(0) }
+/// # }
+/// async fn greet(user: CurrentUser<User>) -> String {
+///     match user.user() {
+///         Some(user) => format!("Hello, {}", user.email),
+///         None => "Hello, stranger".to_owned(),
+///     }
+/// }
+/// ```
+pub enum CurrentUser<U> {
+    Anonymous,
+    Authenticated(Rc<Authenticated<U>>),
+}
+
+impl<U> Clone for CurrentUser<U> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Anonymous => Self::Anonymous,
+            Self::Authenticated(user) => Self::Authenticated(Rc::clone(user)),
+        }
+    }
+}
+
+impl<U> CurrentUser<U> {
+    pub fn authenticated(&self) -> Option<&Authenticated<U>> {
+        match self {
+            Self::Anonymous => None,
+            Self::Authenticated(user) => Some(user),
+        }
+    }
+
+    pub fn user(&self) -> Option<&U> {
+        self.authenticated().map(|a| &a.user)
+    }
+
+    pub fn login(&self) -> Option<&Login> {
+        self.authenticated().map(|a| &a.login)
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated().is_some()
+    }
+}
+
+impl<U: AuthUser> CurrentUser<U> {
+    /// Resolves the user once per request and caches the answer in the request extensions.
+    pub async fn resolve(req: &HttpRequest) -> Result<Self, AuthError> {
+        if let Some(cached) = req.extensions().get::<Self>() {
+            return Ok(cached.clone());
+        }
+        Self::resolve_with(req, Touch::Throttled).await
+    }
+
+    /// Resolves the user with an explicit `touch` rule, bypassing the cache (login status and
+    /// "stay signed in" need exactly this), and caches the answer.
+    pub async fn resolve_with(req: &HttpRequest, touch: Touch) -> Result<Self, AuthError> {
+        let resolved = Self::load(req, touch).await?;
+        req.extensions_mut().insert(resolved.clone());
+        Ok(resolved)
+    }
+
+    async fn load(req: &HttpRequest, touch: Touch) -> Result<Self, AuthError> {
+        let Some(token) = req.get_identity().ok().and_then(|identity| identity.id().ok()) else {
+            return Ok(Self::Anonymous);
+        };
+        let auth = Auth::of(req)?;
+        let session = TypedSession::of(req);
+        let id = token_id(&token);
+        let generation = session.get(keys::LOGIN_GENERATION).unwrap_or(0);
+        let now = chrono::Utc::now().naive_utc();
+        let policy = auth.policy.clone();
+        let client = ClientInfo::of(req, &policy.trusted_proxies);
+        let verdict = latchkey_db::run(&auth.pool, move |conn| {
+            check::<U>(conn, &id, generation, now, &policy, &client, touch)
+        })
+        .await?;
+        match verdict {
+            Verdict::Live { login, user, generation } => {
+                if let Some(generation) = generation {
+                    session.insert(keys::LOGIN_GENERATION, &generation).map_err(AuthError::internal)?;
+                }
+                Ok(Self::Authenticated(Rc::new(Authenticated { user, login })))
+            }
+            ended => {
+                if matches!(ended, Verdict::Expired) {
+                    req.extensions_mut().insert(LoginExpired);
+                }
+                // The login ended on the server (logout, revocation, timeout, a newer
+                // generation): forget it in this session too.
+                crate::login::forget(req);
+                Ok(Self::Anonymous)
+            }
+        }
+    }
+}
+
+/// In the request extensions when this request found its login past a timeout, so the
+/// application can say "your session expired".
+#[derive(Debug, Clone, Copy)]
+pub struct LoginExpired;
+
+impl<U: AuthUser> FromRequest for CurrentUser<U> {
+    type Error = AuthError;
+    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Self::resolve(&req).await })
+    }
+}
+
+/// A logged-in user (Flask-Login's `@login_required`): anonymous visitors get a 303 to
+/// `/login?next=<this path>`, or 401 when they prefer JSON. Derefs to the user.
+///
+/// ```no_run
+/// # use latchkey_auth::{AuthUser, LoginRequired};
+/// # #[derive(Clone)] struct User { id: i32, email: String }
+/// # impl AuthUser for User {
+/// #     fn id(&self) -> i32 { self.id }
+/// #     fn credential_epoch(&self) -> i64 { 0 }
+/// #     fn load(_: &mut latchkey_db::DbConnection, _: i32) -> diesel::QueryResult<Option<Self>> { Ok(None) }
+/// #     fn advance_credential_epoch(_: &mut latchkey_db::DbConnection, _: i32) -> diesel::QueryResult<i64> { Ok(0) }
+/// # }
+/// async fn account(user: LoginRequired<User>) -> String {
+///     format!("{} (login started {})", user.email, user.login().created_at)
+/// }
+/// ```
+pub struct LoginRequired<U>(pub Rc<Authenticated<U>>);
+
+impl<U> Clone for LoginRequired<U> {
+    fn clone(&self) -> Self {
+        Self(Rc::clone(&self.0))
+    }
+}
+
+impl<U> LoginRequired<U> {
+    pub fn login(&self) -> &Login {
+        &self.0.login
+    }
+}
+
+impl<U> Deref for LoginRequired<U> {
+    type Target = U;
+
+    fn deref(&self) -> &U {
+        &self.0.user
+    }
+}
+
+impl<U: AuthUser> FromRequest for LoginRequired<U> {
+    type Error = AuthError;
+    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            match CurrentUser::<U>::resolve(&req).await? {
+                CurrentUser::Authenticated(user) => Ok(LoginRequired(user)),
+                CurrentUser::Anonymous => {
+                    let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+                    Err(AuthError::LoginRequired { next, wants_json: prefers_json(&req) })
+                }
+            }
+        })
+    }
+}
+
+/// Whether the request prefers JSON over HTML, from its `Accept` header.
+pub fn prefers_json(req: &HttpRequest) -> bool {
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    accept.contains("application/json") && !accept.contains("text/html")
+}

@@ -1,0 +1,88 @@
+//! `AuthError`: everything the auth layer refuses or fails at, and the response for each.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use latchkey_db::DbError;
+
+/// Why an auth extractor or operation did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// An anonymous visitor asked for a login-required resource: 303 to the login page, or
+    /// 401 for a client that prefers JSON.
+    #[error("login required")]
+    LoginRequired { next: String, wants_json: bool },
+    /// The CSRF token or the origin check failed (403); the reason is logged, not shown.
+    #[error("forbidden: {0}")]
+    CsrfRejected(&'static str),
+    /// A form body over the limit (413).
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// A malformed request (400); the message is shown to the client.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The login registry could not be read or written.
+    #[error("login registry unavailable")]
+    Database(#[from] DbError),
+    /// Anything else: a missing `Auth` registration, a session that would not serialise.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AuthError {
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    /// The short message a client may see, when there is one more specific than its status.
+    pub fn client_message(&self) -> Option<&'static str> {
+        match self {
+            Self::BadRequest(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// Formats an error and its whole `source()` chain, for the log only.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::LoginRequired { wants_json: true, .. } => StatusCode::UNAUTHORIZED,
+            Self::LoginRequired { wants_json: false, .. } => StatusCode::SEE_OTHER,
+            Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Database(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            Self::LoginRequired { next, wants_json: false } => {
+                let location = format!("/login?next={}", crate::next::encode(next));
+                return HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish();
+            }
+            Self::LoginRequired { wants_json: true, .. } => {
+                return HttpResponse::Unauthorized().json(serde_json::json!({ "error": "login required" }));
+            }
+            Self::CsrfRejected(reason) => log::warn!("CSRF check failed: {reason}"),
+            Self::Database(_) | Self::Internal(_) => log::error!("{status}: {}", cause_chain(self)),
+            _ => {}
+        }
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
+            .body(self.client_message().unwrap_or(status.canonical_reason().unwrap_or("error")))
+    }
+}

@@ -1,0 +1,176 @@
+//! The login registry: the `logins` table, one row per login, the server-side truth of who is
+//! logged in where. Deleting a row logs that browser out in every session store.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use latchkey_db::DbConnection;
+use sha2::{Digest, Sha256};
+
+/// The table the registry needs, as `diesel print-schema` writes it. The application's
+/// migrations create it, with `user_id` referencing its users (`ON DELETE CASCADE`).
+pub mod schema {
+    diesel::table! {
+        /// One row per login.
+        logins (id) {
+            /// SHA-256 (hex) of the random token the session carries.
+            id -> Text,
+            user_id -> Int4,
+            created_at -> Timestamp,
+            last_seen_at -> Timestamp,
+            ip -> Nullable<Text>,
+            user_agent -> Nullable<Text>,
+            remember -> Bool,
+            /// False once session protection saw the IP or user agent change.
+            fresh -> Bool,
+            /// The user's credential epoch when the password was proved.
+            credential_epoch -> Int8,
+            /// Bumped every rotate interval where the session id cannot rotate.
+            generation -> Int8,
+            /// When `generation` last changed.
+            rotated_at -> Timestamp,
+        }
+    }
+
+    /// The table in SQLite, for applications without migrations of their own (`users` must
+    /// exist first).
+    pub const SQLITE_DDL: &str = "CREATE TABLE IF NOT EXISTS logins (
+        id TEXT PRIMARY KEY NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        created_at TIMESTAMP NOT NULL, last_seen_at TIMESTAMP NOT NULL, ip TEXT, user_agent TEXT,
+        remember BOOLEAN NOT NULL DEFAULT FALSE, fresh BOOLEAN NOT NULL DEFAULT TRUE,
+        credential_epoch BIGINT NOT NULL DEFAULT 0, generation BIGINT NOT NULL DEFAULT 0,
+        rotated_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00');
+        CREATE INDEX IF NOT EXISTS logins_user_id_idx ON logins (user_id);";
+}
+
+use schema::logins;
+
+/// A login. `id` is the SHA-256 (hex) of the token its session carries.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = logins)]
+pub struct Login {
+    pub id: String,
+    pub user_id: i32,
+    /// When the password (or other proof) was given.
+    pub created_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub remember: bool,
+    /// False once the client's IP or user agent changed (session protection `basic`).
+    pub fresh: bool,
+    pub credential_epoch: i64,
+    pub generation: i64,
+    pub rotated_at: NaiveDateTime,
+}
+
+/// A login about to be recorded.
+#[derive(Insertable)]
+#[diesel(table_name = logins)]
+pub struct NewLogin<'a> {
+    pub id: &'a str,
+    pub user_id: i32,
+    pub created_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub remember: bool,
+    pub credential_epoch: i64,
+    pub rotated_at: NaiveDateTime,
+}
+
+impl NewLogin<'_> {
+    pub fn insert(&self, conn: &mut DbConnection) -> QueryResult<()> {
+        diesel::insert_into(logins::table).values(self).execute(conn).map(drop)
+    }
+}
+
+/// The registry id of a login token: its SHA-256, hex-encoded.
+///
+/// ```
+/// assert_eq!(latchkey_auth::registry::token_id("abc").len(), 64);
+/// ```
+pub fn token_id(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Login {
+    pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Login>> {
+        logins::table.find(id).select(Login::as_select()).first(conn).optional()
+    }
+
+    pub fn touch(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+        diesel::update(logins::table.find(id)).set(logins::last_seen_at.eq(now)).execute(conn).map(drop)
+    }
+
+    pub fn mark_not_fresh(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
+        diesel::update(logins::table.find(id)).set(logins::fresh.eq(false)).execute(conn).map(drop)
+    }
+
+    /// Moves the login from generation `from` to the next; returns false if another request
+    /// moved it first.
+    pub fn advance_generation(
+        conn: &mut DbConnection,
+        id: &str,
+        from: i64,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::update(logins::table.find(id).filter(logins::generation.eq(from)))
+            .set((logins::generation.eq(from + 1), logins::rotated_at.eq(now)))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
+    /// Records that this login proved the credentials of `epoch`.
+    pub fn set_credential_epoch(conn: &mut DbConnection, id: &str, epoch: i64) -> QueryResult<()> {
+        diesel::update(logins::table.find(id)).set(logins::credential_epoch.eq(epoch)).execute(conn).map(drop)
+    }
+
+    /// Ends one login. Returns whether it existed.
+    pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<bool> {
+        diesel::delete(logins::table.find(id)).execute(conn).map(|n| n > 0)
+    }
+
+    /// Ends one of `user_id`'s logins; another user's id matches nothing.
+    pub fn delete_for_user(conn: &mut DbConnection, user_id: i32, id: &str) -> QueryResult<bool> {
+        diesel::delete(logins::table.filter(logins::user_id.eq(user_id)).filter(logins::id.eq(id)))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
+    /// Ends every login of `user_id` except `keep`; returns how many ended.
+    pub fn delete_others(conn: &mut DbConnection, user_id: i32, keep: &str) -> QueryResult<usize> {
+        diesel::delete(logins::table.filter(logins::user_id.eq(user_id)).filter(logins::id.ne(keep)))
+            .execute(conn)
+    }
+
+    /// Every login of `user_id`, most recently active first, live or not (see
+    /// [`crate::LoginPolicy::is_live`]).
+    pub fn list_for_user(conn: &mut DbConnection, user_id: i32) -> QueryResult<Vec<Login>> {
+        logins::table
+            .filter(logins::user_id.eq(user_id))
+            .order(logins::last_seen_at.desc())
+            .select(Login::as_select())
+            .load(conn)
+    }
+
+    /// Deletes logins that ended at `now` by the timeouts: remembered ones `remember` after
+    /// they began; others `idle` after their last request or `absolute` after they began.
+    pub fn purge_expired(
+        conn: &mut DbConnection,
+        now: NaiveDateTime,
+        idle: chrono::TimeDelta,
+        absolute: chrono::TimeDelta,
+        remember: chrono::TimeDelta,
+    ) -> QueryResult<usize> {
+        let remembered_ended = logins::remember.eq(true).and(logins::created_at.lt(now - remember));
+        let ordinary_ended = logins::remember
+            .eq(false)
+            .and(logins::last_seen_at.lt(now - idle).or(logins::created_at.lt(now - absolute)));
+        diesel::delete(logins::table.filter(remembered_ended.or(ordinary_ended))).execute(conn)
+    }
+
+    pub fn count_for_user(conn: &mut DbConnection, user_id: i32) -> QueryResult<i64> {
+        logins::table.filter(logins::user_id.eq(user_id)).count().get_result(conn)
+    }
+}

@@ -1,0 +1,288 @@
+//! The rules a login lives by: idle and absolute timeouts, remember-me, session protection,
+//! the credential epoch and the login generation. [`check`] applies them all on every request.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, TimeDelta};
+use diesel::QueryResult;
+use latchkey_db::DbConnection;
+
+use crate::client::ClientInfo;
+use crate::registry::Login;
+use crate::AuthUser;
+
+/// Flask-Login's `session_protection`: what happens when a login's IP or user agent changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    Off,
+    /// Mark the login not fresh and log it.
+    Basic,
+    /// End the login.
+    Strong,
+}
+
+/// Rotation of the login generation, for session stores whose ids cannot rotate.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    /// The generation moves on this often while the login is used.
+    pub interval: Duration,
+    /// A session of the previous generation keeps working this long after the move.
+    pub grace: Duration,
+}
+
+/// How long logins live and how they are guarded.
+#[derive(Debug, Clone)]
+pub struct LoginPolicy {
+    /// An ordinary login ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// An ordinary login ends this long after it began, however active.
+    pub absolute_timeout: Duration,
+    /// A remembered login ends this long after it began, however active.
+    pub remember_duration: Duration,
+    /// `last_seen_at` is written at most this often.
+    pub touch_interval: Duration,
+    /// `Some` where the session id cannot rotate (the cookie store).
+    pub generation_rotation: Option<Rotation>,
+    pub protection: Protection,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long before the idle timeout pages warn.
+    pub timeout_warning: Duration,
+}
+
+impl Default for LoginPolicy {
+    /// 30 minutes idle, 12 hours absolute, 30 days remembered, protection `basic`.
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            remember_duration: Duration::from_secs(30 * 86_400),
+            touch_interval: Duration::from_secs(60),
+            generation_rotation: None,
+            protection: Protection::Basic,
+            trusted_proxies: Vec::new(),
+            timeout_warning: Duration::from_secs(120),
+        }
+    }
+}
+
+fn delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+impl LoginPolicy {
+    /// When the login ends if nothing more happens: (idle deadline, absolute deadline). A
+    /// remembered login has no idle deadline and ends `remember_duration` after it began.
+    pub fn deadlines(&self, login: &Login) -> (Option<NaiveDateTime>, NaiveDateTime) {
+        if login.remember {
+            (None, login.created_at + delta(self.remember_duration))
+        } else {
+            (
+                Some(login.last_seen_at + delta(self.idle_timeout)),
+                login.created_at + delta(self.absolute_timeout),
+            )
+        }
+    }
+
+    /// Whether the login's timeouts still allow it at `now`.
+    pub fn is_live(&self, login: &Login, now: NaiveDateTime) -> bool {
+        let (idle, absolute) = self.deadlines(login);
+        now <= absolute && idle.is_none_or(|idle| now <= idle)
+    }
+
+    /// Deletes every login the timeouts have ended; returns how many.
+    pub fn purge_expired(&self, conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
+        Login::purge_expired(
+            conn,
+            now,
+            delta(self.idle_timeout),
+            delta(self.absolute_timeout),
+            delta(self.remember_duration),
+        )
+    }
+}
+
+/// What a login token is worth right now.
+pub enum Verdict<U> {
+    /// The login holds. `generation` is set when the session must carry a new generation.
+    Live { login: Login, user: U, generation: Option<i64> },
+    /// Past its idle or absolute timeout; the row has been deleted.
+    Expired,
+    /// Ended by session protection (`strong`) or by a change of the user's credentials; the
+    /// row has been deleted.
+    Ended,
+    /// This session carries a generation the login has moved past: a copy of an old cookie.
+    Superseded,
+    /// No such login (logged out, revoked, or never existed).
+    Missing,
+}
+
+/// How a check treats `last_seen_at`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// Refresh it at most once per touch interval (ordinary requests).
+    Throttled,
+    /// Refresh it now ("Stay signed in").
+    Force,
+    /// Leave it (status polling must not extend the login).
+    Never,
+}
+
+/// Decides whether the login `id`, presented by a session carrying `generation`, is live at
+/// `now` for `client`, and refreshes `last_seen_at` as `touch` says.
+pub fn check<U: AuthUser>(
+    conn: &mut DbConnection,
+    id: &str,
+    generation: i64,
+    now: NaiveDateTime,
+    policy: &LoginPolicy,
+    client: &ClientInfo,
+    touch: Touch,
+) -> QueryResult<Verdict<U>> {
+    let Some(mut login) = Login::find(conn, id)? else {
+        return Ok(Verdict::Missing);
+    };
+    let Some(user) = U::load(conn, login.user_id)? else {
+        Login::delete(conn, id)?;
+        return Ok(Verdict::Missing);
+    };
+    if login.credential_epoch != user.credential_epoch() {
+        Login::delete(conn, id)?;
+        log::info!("a login of user {} ended: its credentials changed", login.user_id);
+        return Ok(Verdict::Ended);
+    }
+    if !policy.is_live(&login, now) {
+        Login::delete(conn, id)?;
+        log::info!("a login of user {} expired", login.user_id);
+        return Ok(Verdict::Expired);
+    }
+    let changed = login.ip != client.ip || login.user_agent != client.user_agent;
+    if changed {
+        match policy.protection {
+            Protection::Off => {}
+            Protection::Basic if login.fresh => {
+                Login::mark_not_fresh(conn, id)?;
+                login.fresh = false;
+                log::warn!("a login of user {} changed IP or user agent: marked not fresh", login.user_id);
+            }
+            Protection::Basic => {}
+            Protection::Strong => {
+                Login::delete(conn, id)?;
+                log::warn!("a login of user {} changed IP or user agent: ended", login.user_id);
+                return Ok(Verdict::Ended);
+            }
+        }
+    }
+    let mut carried = None;
+    if let Some(rotation) = policy.generation_rotation {
+        let since_rotation = now - login.rotated_at;
+        if generation == login.generation {
+            if since_rotation >= delta(rotation.interval) {
+                if !Login::advance_generation(conn, id, login.generation, now)? {
+                    // A concurrent request of this session moved it first: follow it.
+                    login = Login::find(conn, id)?.ok_or(diesel::result::Error::NotFound)?;
+                } else {
+                    login.generation += 1;
+                    login.rotated_at = now;
+                }
+                carried = Some(login.generation);
+            }
+        } else if !(generation == login.generation - 1 && since_rotation < delta(rotation.grace)) {
+            return Ok(Verdict::Superseded);
+        }
+    }
+    let due = match touch {
+        Touch::Throttled => now - login.last_seen_at >= delta(policy.touch_interval),
+        Touch::Force => true,
+        Touch::Never => false,
+    };
+    if due {
+        Login::touch(conn, id, now)?;
+        login.last_seen_at = now;
+    }
+    Ok(Verdict::Live { login, user, generation: carried })
+}
+
+/// Seconds left before the login ends, as the idle-timeout warning reads them.
+#[derive(Debug, serde::Serialize)]
+pub struct LoginStatus {
+    pub authenticated: bool,
+    /// `None` for a remembered login, which has no idle timeout.
+    pub idle_expires_in: Option<i64>,
+    pub absolute_expires_in: Option<i64>,
+    /// How long before the idle timeout the page warns, in seconds.
+    pub warn_before: i64,
+}
+
+impl LoginStatus {
+    pub fn of(login: Option<&Login>, policy: &LoginPolicy) -> Self {
+        let warn_before = i64::try_from(policy.timeout_warning.as_secs()).unwrap_or(i64::MAX);
+        let Some(login) = login else {
+            return Self {
+                authenticated: false,
+                idle_expires_in: None,
+                absolute_expires_in: None,
+                warn_before,
+            };
+        };
+        let now = chrono::Utc::now().naive_utc();
+        let (idle, absolute) = policy.deadlines(login);
+        // Rounded up: a login with 2.9 s left has not got 2 s left.
+        let seconds_until =
+            |deadline: NaiveDateTime| ((deadline - now).num_milliseconds().max(0) + 999) / 1000;
+        Self {
+            authenticated: true,
+            idle_expires_in: idle.map(seconds_until),
+            absolute_expires_in: Some(seconds_until(absolute)),
+            warn_before,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(remember: bool, created: i64, last_seen: i64) -> Login {
+        let at = |s: i64| chrono::DateTime::from_timestamp(s, 0).map(|t| t.naive_utc()).unwrap_or_default();
+        Login {
+            id: String::new(),
+            user_id: 1,
+            created_at: at(created),
+            last_seen_at: at(last_seen),
+            ip: None,
+            user_agent: None,
+            remember,
+            fresh: true,
+            credential_epoch: 0,
+            generation: 0,
+            rotated_at: at(created),
+        }
+    }
+
+    fn at(s: i64) -> NaiveDateTime {
+        chrono::DateTime::from_timestamp(s, 0).map(|t| t.naive_utc()).unwrap_or_default()
+    }
+
+    #[test]
+    fn an_ordinary_login_ends_at_the_first_deadline() {
+        let policy = LoginPolicy {
+            idle_timeout: Duration::from_secs(10),
+            absolute_timeout: Duration::from_secs(100),
+            ..LoginPolicy::default()
+        };
+        assert!(policy.is_live(&login(false, 0, 0), at(10)));
+        assert!(!policy.is_live(&login(false, 0, 0), at(11)), "idle");
+        assert!(policy.is_live(&login(false, 0, 95), at(100)));
+        assert!(!policy.is_live(&login(false, 0, 95), at(101)), "absolute, however active");
+    }
+
+    #[test]
+    fn a_remembered_login_ends_remember_duration_after_it_began_however_active() {
+        let policy = LoginPolicy { remember_duration: Duration::from_secs(50), ..LoginPolicy::default() };
+        assert!(policy.is_live(&login(true, 0, 0), at(49)), "no idle timeout");
+        assert!(!policy.is_live(&login(true, 0, 49), at(51)));
+        assert_eq!(policy.deadlines(&login(true, 0, 49)), (None, at(50)));
+    }
+}

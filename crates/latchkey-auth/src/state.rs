@@ -1,0 +1,84 @@
+//! `Auth`: the auth layer's shared state, registered once as `web::Data<Auth>`, and its one
+//! lookup, [`Auth::of`].
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest};
+use diesel::QueryResult;
+use latchkey_db::{DbConnection, DbError, Pool};
+
+use crate::password::Hasher;
+use crate::{AuthError, LoginPolicy};
+
+/// Work an application does inside the transaction that records a login: the login and the
+/// work commit together or not at all. latchkey's shop moves a guest's cart into the user's
+/// this way, without the auth layer knowing carts exist.
+pub trait LoginHook: Send + Sync + 'static {
+    /// Called on the request before the transaction; returns the work to run in it, given the
+    /// user's id.
+    fn prepare(&self, req: &HttpRequest)
+        -> Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send>;
+
+    /// Called once the transaction has committed.
+    fn committed(&self, _req: &HttpRequest) {}
+}
+
+/// What the extractors and `log_in`/`log_out` need; see the crate docs for registering it.
+pub struct Auth {
+    pub(crate) pool: Pool,
+    pub(crate) policy: LoginPolicy,
+    pub(crate) hasher: Hasher,
+    pub(crate) csrf_key: Vec<u8>,
+    pub(crate) production: bool,
+    pub(crate) hook: Option<Arc<dyn LoginHook>>,
+}
+
+impl Auth {
+    /// `csrf_key` derives form tokens (keep it secret and apart from other keys);
+    /// `production` turns on `Secure` and `__Host-` cookies.
+    pub fn new(
+        pool: Pool,
+        policy: LoginPolicy,
+        hasher: Hasher,
+        csrf_key: impl Into<Vec<u8>>,
+        production: bool,
+    ) -> Self {
+        Self { pool, policy, hasher, csrf_key: csrf_key.into(), production, hook: None }
+    }
+
+    /// Runs `hook` in every login's transaction.
+    pub fn with_login_hook(mut self, hook: impl LoginHook) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// The `Auth` registered with the app.
+    pub fn of(req: &HttpRequest) -> Result<&Auth, AuthError> {
+        req.app_data::<web::Data<Auth>>()
+            .map(|data| data.get_ref())
+            .ok_or_else(|| AuthError::internal(anyhow::anyhow!("latchkey_auth::Auth is not registered")))
+    }
+
+    pub fn policy(&self) -> &LoginPolicy {
+        &self.policy
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.production
+    }
+
+    /// Deletes logins the timeouts have ended (run it periodically).
+    pub async fn purge_expired(&self) -> Result<usize, DbError> {
+        let policy = self.policy.clone();
+        let now = chrono::Utc::now().naive_utc();
+        latchkey_db::run(&self.pool, move |conn| policy.purge_expired(conn, now)).await
+    }
+}
