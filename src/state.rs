@@ -1,5 +1,5 @@
 //! `AppState`: what the site's handlers share, registered once as `web::Data<AppState>`, and
-//! its one lookup, [`AppState::of`]. (The auth layer keeps its own, `latchkey_auth::Auth`.)
+//! its one lookup, [`AppState::of`](crate::state::AppState::of). (The auth layer keeps its own, `latchkey_auth::Auth`.)
 
 use actix_web::{web, HttpRequest};
 use latchkey_sessions::redis::RedisStore;

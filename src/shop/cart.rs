@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use actix_web::HttpRequest;
 use diesel::QueryResult;
-use latchkey_auth::LoginHook;
+use latchkey_auth::{LoginHook, LoginWork};
 use latchkey_sessions::{SessionKey, TypedSession};
 
 use crate::auth::CurrentUser;
@@ -179,10 +179,7 @@ impl GuestCart {
 pub struct MergeGuestCart;
 
 impl LoginHook for MergeGuestCart {
-    fn prepare(
-        &self,
-        req: &HttpRequest,
-    ) -> Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send> {
+    fn prepare(&self, req: &HttpRequest) -> LoginWork {
         let cart = GuestCart::load(&TypedSession::of(req));
         Box::new(move |conn, user_id| {
             let merged = cart.merge_into(conn, user_id)?;

@@ -55,7 +55,7 @@ pub use current::{prefers_json, Authenticated, CurrentUser, LoginExpired, LoginR
 pub use error::{cause_chain, AuthError};
 pub use login::{end_other_logins, log_in, log_out};
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
-pub use state::{Auth, LoginHook};
+pub use state::{Auth, LoginHook, LoginWork};
 
 /// The application's user, as the auth layer needs it (Flask-Login's `UserMixin` plus its
 /// `user_loader`, axum-login's `AuthUser`).

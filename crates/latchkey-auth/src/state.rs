@@ -10,14 +10,16 @@ use latchkey_db::{DbConnection, DbError, Pool};
 use crate::password::Hasher;
 use crate::{AuthError, LoginPolicy};
 
+/// Work to run in a login's transaction, given the user's id.
+pub type LoginWork = Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send>;
+
 /// Work an application does inside the transaction that records a login: the login and the
 /// work commit together or not at all. latchkey's shop moves a guest's cart into the user's
 /// this way, without the auth layer knowing carts exist.
 pub trait LoginHook: Send + Sync + 'static {
     /// Called on the request before the transaction; returns the work to run in it, given the
     /// user's id.
-    fn prepare(&self, req: &HttpRequest)
-        -> Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send>;
+    fn prepare(&self, req: &HttpRequest) -> LoginWork;
 
     /// Called once the transaction has committed.
     fn committed(&self, _req: &HttpRequest) {}
