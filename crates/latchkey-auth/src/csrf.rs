@@ -25,7 +25,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{Auth, AuthError};
+use crate::error::AuthError;
+use crate::state::Auth;
 
 /// The token to embed in this response's forms, and the cookie to set if the browser needs a
 /// new secret.

@@ -15,9 +15,11 @@ use futures_util::future::LocalBoxFuture;
 use latchkey_sessions::{keys, TypedSession};
 
 use crate::client::ClientInfo;
+use crate::error::AuthError;
 use crate::registry::{token_id, Login};
 use crate::rules::{check, Touch, Verdict};
-use crate::{Auth, AuthError, AuthUser};
+use crate::state::Auth;
+use crate::user::AuthUser;
 
 /// A user and the login they are logged in through.
 #[derive(Debug)]
@@ -125,7 +127,7 @@ impl<U: AuthUser> CurrentUser<U> {
                 }
                 // The login ended on the server (logout, revocation, timeout, a newer
                 // generation): forget it in this session too.
-                crate::login::forget(req);
+                forget(req);
                 Ok(Self::Anonymous)
             }
         }
@@ -207,4 +209,17 @@ impl<U: AuthUser> FromRequest for LoginRequired<U> {
 pub fn prefers_json(req: &HttpRequest) -> bool {
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     accept.contains("application/json") && !accept.contains("text/html")
+}
+
+/// Removes the login from this session, keeping the rest of the session (a later login in
+/// the same request still works).
+pub(crate) fn forget(req: &HttpRequest) {
+    if let Ok(identity) = req.get_identity() {
+        identity.logout();
+    }
+    let session = TypedSession::of(req);
+    session.remove(keys::REMEMBER);
+    session.remove(keys::TOUCHED);
+    session.remove(keys::ROTATED);
+    session.remove(keys::LOGIN_GENERATION);
 }

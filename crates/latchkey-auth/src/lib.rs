@@ -45,58 +45,17 @@ pub mod password;
 pub mod registry;
 pub mod rules;
 mod state;
+mod user;
 
 use actix_identity::config::LogoutBehavior;
 use actix_identity::IdentityMiddleware;
-use diesel::QueryResult;
-use latchkey_db::DbConnection;
 
 pub use current::{prefers_json, Authenticated, CurrentUser, LoginExpired, LoginRequired};
 pub use error::{cause_chain, AuthError};
 pub use login::{end_other_logins, log_in, log_out};
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
 pub use state::{Auth, LoginHook, LoginWork};
-
-/// The application's user, as the auth layer needs it (Flask-Login's `UserMixin` plus its
-/// `user_loader`, axum-login's `AuthUser`).
-///
-/// ```
-/// use diesel::QueryResult;
-/// use latchkey_db::DbConnection;
-///
-/// #[derive(Clone)]
-/// struct User { id: i32, epoch: i64 }
-///
-/// impl latchkey_auth::AuthUser for User {
-///     fn id(&self) -> i32 { self.id }
-///     fn credential_epoch(&self) -> i64 { self.epoch }
-///     fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>> {
-///         # let _ = (conn, id);
-///         // SELECT id, credential_epoch FROM users WHERE id = $1
-///         # unimplemented!()
-///     }
-///     fn advance_credential_epoch(conn: &mut DbConnection, id: i32) -> QueryResult<i64> {
-///         # let _ = (conn, id);
-///         // UPDATE users SET credential_epoch = credential_epoch + 1 WHERE id = $1 RETURNING …
-///         # unimplemented!()
-///     }
-/// }
-/// ```
-pub trait AuthUser: Send + 'static {
-    fn id(&self) -> i32;
-
-    /// A number that moves on whenever the user's credentials change (password change, "log
-    /// out everywhere else"). A login is valid only while it equals the epoch it proved.
-    fn credential_epoch(&self) -> i64;
-
-    /// The user with this id, if there still is one.
-    fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>>
-    where
-        Self: Sized;
-
-    /// Moves the user's credential epoch on and returns the new one.
-    fn advance_credential_epoch(conn: &mut DbConnection, id: i32) -> QueryResult<i64>;
-}
+pub use user::AuthUser;
 
 /// actix-identity's middleware as this crate needs it: when a login ends on the server, only
 /// the identity leaves the session (so a new login in the same request works); `log_out`

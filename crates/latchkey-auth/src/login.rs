@@ -9,8 +9,12 @@ use latchkey_sessions::{keys, TypedSession};
 use rand::RngCore;
 
 use crate::client::ClientInfo;
+use crate::csrf;
+use crate::current::{forget, CurrentUser, LoginRequired};
+use crate::error::AuthError;
 use crate::registry::{token_id, Login, NewLogin};
-use crate::{csrf, Auth, AuthError, AuthUser, CurrentUser, LoginRequired};
+use crate::state::Auth;
+use crate::user::AuthUser;
 
 /// Logs `user` in on this browser (Flask-Login's `login_user`): ends the login the browser
 /// had, records a new row (with the application's [`crate::LoginHook`] in the same
@@ -109,17 +113,4 @@ async fn end_current(req: &HttpRequest) -> Result<(), AuthError> {
     let id = token_id(&token);
     latchkey_db::run(&auth.pool, move |conn| Login::delete(conn, &id)).await?;
     Ok(())
-}
-
-/// Removes the login from this session, keeping the rest of the session (a later login in
-/// the same request still works).
-pub(crate) fn forget(req: &HttpRequest) {
-    if let Ok(identity) = req.get_identity() {
-        identity.logout();
-    }
-    let session = TypedSession::of(req);
-    session.remove(keys::REMEMBER);
-    session.remove(keys::TOUCHED);
-    session.remove(keys::ROTATED);
-    session.remove(keys::LOGIN_GENERATION);
 }

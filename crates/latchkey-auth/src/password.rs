@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::AuthError;
+use crate::error::AuthError;
 
 /// Longest password accepted, in bytes; anything longer is refused before any hashing.
 pub const MAX_BYTES: usize = 1024;

@@ -10,7 +10,7 @@ use latchkey_db::DbConnection;
 
 use crate::client::ClientInfo;
 use crate::registry::Login;
-use crate::AuthUser;
+use crate::user::AuthUser;
 
 /// Flask-Login's `session_protection`: what happens when a login's IP or user agent changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

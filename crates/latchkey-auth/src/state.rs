@@ -7,8 +7,9 @@ use actix_web::{web, HttpRequest};
 use diesel::QueryResult;
 use latchkey_db::{DbConnection, DbError, Pool};
 
+use crate::error::AuthError;
 use crate::password::Hasher;
-use crate::{AuthError, LoginPolicy};
+use crate::rules::LoginPolicy;
 
 /// Work to run in a login's transaction, given the user's id.
 pub type LoginWork = Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send>;

@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use latchkey_db::{DbConnection, DbError, Pool};
 use sha2::{Digest, Sha256};
 
-use crate::store::State;
+use crate::typed::State;
 
 /// The table this store needs, as `diesel print-schema` writes it.
 pub mod schema {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
 
-use crate::store::State;
+use crate::typed::State;
 use redis::aio::MultiplexedConnection;
 
 /// The Redis key holding a session's state.

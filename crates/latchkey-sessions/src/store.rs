@@ -1,6 +1,5 @@
 //! `Store`: the session store chosen at run time, with per-session lifetimes and retirement.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_session::config::{BrowserSession, CookieContentSecurity};
@@ -12,10 +11,8 @@ use actix_web::cookie::{Key, SameSite};
 
 use crate::database::DatabaseStore;
 use crate::redis::RedisStore;
+use crate::typed::State;
 use crate::{cookie_name, keys, Lifetimes};
-
-/// actix-session's session state (its own alias is crate-private).
-pub(crate) type State = HashMap<String, String>;
 
 /// Where session state lives.
 #[derive(Clone)]

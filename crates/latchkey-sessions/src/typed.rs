@@ -1,12 +1,16 @@
 //! `TypedSession`: the session state read and written through typed keys, so every key is
 //! named once, with the type of its value (zero2prod's `TypedSession`, generalised).
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use actix_session::{Session, SessionExt, SessionInsertError};
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+/// actix-session's session state, as the stores hold it (its own alias is crate-private).
+pub(crate) type State = HashMap<String, String>;
 
 /// A key of the session state and the type of its value.
 ///
