@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde::Deserialize;
 
-use crate::helpers::{Db, Options, Store, TestApp, PASSWORD};
+use crate::support::{Db, Options, Store, TestApp, PASSWORD};
 
 /// Chromium flags for running headless as root on a machine with no network but loopback.
 const CHROMIUM_ARGS: &[&str] = &[
@@ -48,8 +48,9 @@ fn free_port() -> u16 {
 }
 
 /// A chromedriver child process and one headless Chromium session in a fresh profile. Dropping
-/// it ends the session (which closes Chromium) and kills chromedriver.
-pub struct Browser {
+/// it ends the session (which closes Chromium) and kills chromedriver. (The other tests' HTTP
+/// browser is `support::Browser`.)
+pub struct Chromium {
     pub client: Client,
     driver: Child,
     port: u16,
@@ -58,8 +59,8 @@ pub struct Browser {
     _dir: tempfile::TempDir,
 }
 
-impl Browser {
-    pub async fn start() -> Browser {
+impl Chromium {
+    pub async fn start() -> Chromium {
         let driver_path = chromedriver_path();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("chromedriver.log");
@@ -110,7 +111,7 @@ impl Browser {
             }
         };
         let session_id = client.session_id().await.expect("session id").expect("a session");
-        Browser { client, driver, port, session_id, _dir: dir }
+        Chromium { client, driver, port, session_id, _dir: dir }
     }
 
     pub async fn goto(&self, app: &TestApp, path: &str) {
@@ -237,7 +238,7 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+impl Drop for Chromium {
     /// Ends the WebDriver session synchronously (even while a failed test unwinds), so that
     /// chromedriver closes Chromium: killing chromedriver alone would leave Chromium running.
     fn drop(&mut self) {
@@ -309,7 +310,7 @@ async fn spawn_app() -> TestApp {
 #[tokio::test]
 async fn the_warning_appears_before_the_idle_timeout_and_stay_signed_in_keeps_the_session() {
     let app = spawn_app().await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
 
     browser.register(&app, "ann@example.com").await;
     let landed = Instant::now();
@@ -339,7 +340,7 @@ async fn the_warning_appears_before_the_idle_timeout_and_stay_signed_in_keeps_th
 async fn an_idle_page_goes_to_the_login_page_when_the_session_expires() {
     let app = spawn_app().await;
     app.create_user("ben@example.com").await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
     // The dialog in the dark theme too (the other tests see the default, light).
     browser.choose_dark_theme(&app).await;
 
@@ -362,7 +363,7 @@ async fn an_idle_page_goes_to_the_login_page_when_the_session_expires() {
 #[tokio::test]
 async fn staying_signed_in_in_one_window_closes_the_warning_in_the_others() {
     let app = spawn_app().await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
     browser.register(&app, "cy@example.com").await;
     let first = browser.client.window().await.expect("window");
     let second = browser.client.new_window(false).await.expect("new window").handle;
@@ -385,7 +386,7 @@ async fn a_remembered_login_waits_quietly_for_its_warning() {
     // REMEMBER_DURATION keeps its default, 30 days: longer than setTimeout can wait (24.8 days).
     let app = spawn_app().await;
     app.create_user("dot@example.com").await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
     browser.log_in(&app, "dot@example.com", true).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -1,13 +1,9 @@
 //! Every state-changing POST needs this browser's CSRF token and a same-site origin; a refused
 //! request changes nothing.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
-use crate::helpers::{Db, Store, TestApp, PASSWORD};
-
-fn register_fields<'a>(email: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("email", email), ("password", PASSWORD), ("password_confirm", PASSWORD), ("csrf_token", token)]
-}
+use crate::support::{forged_forms, with_token, Db, Store, TestApp, PASSWORD};
 
 #[tokio::test]
 async fn registration_without_a_valid_token_is_403_and_creates_nothing() {
@@ -16,52 +12,37 @@ async fn registration_without_a_valid_token_is_403_and_creates_nothing() {
     let foreign = app.new_browser().csrf_token("/register").await;
     assert_ne!(own, foreign);
 
-    let missing = vec![("email", "rita@example.com"), ("password", PASSWORD), ("password_confirm", PASSWORD)];
-    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("missing", missing),
-        ("empty", register_fields("rita@example.com", "")),
-        ("wrong", register_fields("rita@example.com", "bm90IGEgdG9rZW4")),
-        ("foreign", register_fields("rita@example.com", &foreign)),
-    ];
-    for (what, fields) in cases {
-        let response = app.post_form("/register", &fields).await;
+    let fields = [("email", "rita@example.com"), ("password", PASSWORD), ("password_confirm", PASSWORD)];
+    for (what, forged) in forged_forms(&fields, &foreign) {
+        let response = app.post_form("/register", &forged).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what} token");
         let html = response.text().await.unwrap();
         assert!(html.contains("Forbidden") && html.contains("<html"), "an HTML error page: {html}");
     }
 
     // Cross-site requests are refused even with a valid token.
-    let fields = register_fields("rita@example.com", &own);
-    let evil_origin = app
-        .client
-        .post(app.url("/register"))
-        .header("Origin", "https://evil.example")
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(evil_origin.status(), StatusCode::FORBIDDEN);
-    let null_origin =
-        app.client.post(app.url("/register")).header("Origin", "null").form(&fields).send().await.unwrap();
-    assert_eq!(null_origin.status(), StatusCode::FORBIDDEN);
+    let valid = with_token(&fields, &own);
+    for origin in ["https://evil.example", "null"] {
+        let response = app.post_form_from(origin, "/register", &valid).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "Origin: {origin}");
+    }
     let cross_site = app
-        .client
-        .post(app.url("/register"))
+        .request(Method::POST, "/register")
         .header("Sec-Fetch-Site", "cross-site")
-        .form(&fields)
+        .form(&valid)
         .send()
         .await
         .unwrap();
     assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
 
     assert_eq!(
-        app.login("rita@example.com", PASSWORD, "").await.status(),
+        app.login("rita@example.com", PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED,
         "no account"
     );
 
     // The same form with this browser's token goes through.
-    let ok = app.post_form("/register", &register_fields("rita@example.com", &own)).await;
+    let ok = app.post_form("/register", &valid).await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
 }
 
@@ -71,14 +52,11 @@ async fn logout_without_a_valid_token_is_403_and_keeps_the_session() {
     app.register("sam@example.com", PASSWORD).await;
     let foreign = app.new_browser().csrf_token("/logout").await;
 
-    for token in ["", "nope", foreign.as_str()] {
-        let response = app.post_form("/logout", &[("csrf_token", token)]).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{token:?}");
-        assert!(app.is_logged_in().await);
+    for (what, forged) in forged_forms(&[], &foreign) {
+        let response = app.post_form("/logout", &forged).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what} token");
+        assert!(app.is_logged_in().await, "{what} token");
     }
-    let no_field = app.post_form("/logout", &[]).await;
-    assert_eq!(no_field.status(), StatusCode::FORBIDDEN);
-    assert!(app.is_logged_in().await);
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Public pages, error pages and probes.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
-use crate::helpers::{Db, Store, TestApp, PASSWORD};
+use crate::support::{Db, Store, TestApp, PASSWORD};
 
 #[tokio::test]
 async fn public_pages_render_for_guests() {
@@ -84,8 +84,7 @@ async fn oversized_and_malformed_forms_are_refused() {
     assert!(response.text().await.unwrap().contains("Request too large"));
 
     let json = app
-        .client
-        .post(app.url("/register"))
+        .request(Method::POST, "/register")
         .header("Origin", &app.address)
         .header("Content-Type", "application/json")
         .body(r#"{"email":"x@example.com"}"#)
@@ -97,8 +96,7 @@ async fn oversized_and_malformed_forms_are_refused() {
 
     let duplicated = format!("csrf_token={token}&csrf_token={token}&email=a");
     let response = app
-        .client
-        .post(app.url("/register"))
+        .request(Method::POST, "/register")
         .header("Origin", &app.address)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(duplicated)

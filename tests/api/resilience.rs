@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Db, Options, Store, TestApp, PASSWORD};
+use crate::support::{Db, Options, Store, TestApp, PASSWORD};
 
 /// Polls `path` until it answers `status` (the pool or Redis client reconnecting).
 async fn eventually(app: &TestApp, path: &str, status: StatusCode) {
