@@ -216,7 +216,7 @@ async fn get_logout_changes_nothing() {
 #[tokio::test]
 async fn an_unknown_email_takes_as_long_as_a_wrong_password() {
     // A real work factor, so that bcrypt dominates the time of a failed login.
-    let options = Options { vars: vec![("BCRYPT_COST", "10".into())], ..Default::default() };
+    let options = Options { vars: vec![("BCRYPT_COST", "10".into())], ..Options::default() };
     let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, options).await;
     app.create_user("ruth@example.com").await;
     let token = app.csrf_token("/login").await;
@@ -225,22 +225,20 @@ async fn an_unknown_email_takes_as_long_as_a_wrong_password() {
         let app = &app;
         async move {
             let started = std::time::Instant::now();
-            let response = app
-                .post_form(
-                    "/login",
-                    &[("email", email), ("password", "wrong password here"), ("csrf_token", &token)],
-                )
-                .await;
+            let fields = [("email", email), ("password", "wrong password here"), ("csrf_token", &token)];
+            let response = app.post_form("/login", &fields).await;
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-            started.elapsed()
+            started.elapsed().as_secs_f64()
         }
     };
-    let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        known.push(attempt("ruth@example.com").await);
-        unknown.push(attempt("nobody@example.com").await);
+    // The fastest of several, interleaved: other tests share the machine.
+    let (mut known, mut unknown) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        known = known.min(attempt("ruth@example.com").await);
+        unknown = unknown.min(attempt("nobody@example.com").await);
     }
-    let (known, unknown) = (known.iter().min().unwrap(), unknown.iter().min().unwrap());
-    // Without the dummy hash an unknown email answers in well under a millisecond of work.
-    assert!(unknown.as_secs_f64() > known.as_secs_f64() * 0.5, "unknown {unknown:?} vs known {known:?}");
+    // Without the dummy hash an unknown email answers in well under a millisecond of work;
+    // hashing twice, or at another cost, would make it much slower.
+    let ratio = unknown / known;
+    assert!((0.5..2.0).contains(&ratio), "unknown {unknown:.3}s vs known {known:.3}s");
 }

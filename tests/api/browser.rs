@@ -227,6 +227,16 @@ impl Chromium {
         }
     }
 
+    /// Polls the dialog until `until`, failing the test if it opens before then.
+    pub async fn assert_dialog_stays_closed(&self, until: Instant) {
+        while Instant::now() < until {
+            let dialog = self.dialog().await.expect("the dialog on a logged-in page");
+            let early = until.saturating_duration_since(Instant::now());
+            assert!(!dialog.open, "the warning opened {early:?} too early");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Takes a screenshot of the window, and keeps it as `name` in `TEST_SCREENSHOT_DIR` if set.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
@@ -312,13 +322,18 @@ async fn the_warning_appears_before_the_idle_timeout_and_stay_signed_in_keeps_th
     let app = spawn_app().await;
     let browser = Chromium::start().await;
 
+    // The session starts after this moment, so it ends at least IDLE_TIMEOUT after it.
+    let before = Instant::now();
     browser.register(&app, "ann@example.com").await;
     let landed = Instant::now();
-    // No warning while more than TIMEOUT_WARNING is left.
-    browser.wait_for_dialog(false, Duration::from_secs(2)).await;
+    let warning_due = before + IDLE_TIMEOUT - TIMEOUT_WARNING;
 
-    // The page warns TIMEOUT_WARNING before the idle timeout: 3 s after it was rendered.
-    let dialog = browser.wait_for_dialog(true, Duration::from_secs(4)).await;
+    // No warning while more than TIMEOUT_WARNING is left (a little slack for timers)...
+    browser.assert_dialog_stays_closed(warning_due - Duration::from_millis(200)).await;
+    // ...and then the page warns, TIMEOUT_WARNING before the idle timeout: 3 s after it was
+    // rendered.
+    let within = (landed + Duration::from_secs(4)).saturating_duration_since(Instant::now());
+    let dialog = browser.wait_for_dialog(true, within).await;
     let left = dialog.seconds_left();
     assert!((1..=TIMEOUT_WARNING.as_secs()).contains(&left), "countdown {}", dialog.countdown);
     let text = browser.text("#session-timeout-text").await;

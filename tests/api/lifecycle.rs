@@ -1,7 +1,7 @@
 //! Session lifecycle: remember-me, idle and absolute timeouts, the status and extend
 //! endpoints, rotation with a grace period, and purging — with timeouts in seconds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 
@@ -49,25 +49,32 @@ async fn an_idle_session_expires_with_a_message(app: TestApp) {
 matrix!(an_idle_session_expires_with_a_message, [("IDLE_TIMEOUT", "2s"), ("TIMEOUT_WARNING", "1s")]);
 
 async fn activity_keeps_a_session_alive_until_the_absolute_timeout(app: TestApp) {
+    // A request about every second, never more than 3 s apart (IDLE_TIMEOUT is 4 s), so only
+    // ABSOLUTE_TIMEOUT (5 s after the login) can end the login.
+    let most_idle = Duration::from_secs(3);
+    let started = Instant::now();
     app.register("cy@example.com", PASSWORD).await;
-    for _ in 0..5 {
-        sleep(0.8).await;
-        assert!(app.is_logged_in().await, "active within the idle timeout");
+    let registered = Instant::now();
+    let mut last = registered;
+    let mut active = |at: Instant| {
+        let idle = at - std::mem::replace(&mut last, at);
+        assert!(idle < most_idle, "idle for {idle:?}: the idle timeout could end the login");
+    };
+    for n in 1..=4 {
+        // By 3.6 s after the login began: well within ABSOLUTE_TIMEOUT.
+        tokio::time::sleep_until((started + Duration::from_millis(900 * n)).into()).await;
+        active(Instant::now());
+        assert!(app.is_logged_in().await, "active, {:?} after the login", started.elapsed());
     }
-    sleep(2.0).await; // now past ABSOLUTE_TIMEOUT (6s) although never idle for 2s... nearly
-    let mut expired = false;
-    for _ in 0..4 {
-        if !app.is_logged_in().await {
-            expired = true;
-            break;
-        }
-        sleep(0.8).await;
-    }
-    assert!(expired, "the absolute timeout ends even an active session");
+    tokio::time::sleep_until((registered + Duration::from_millis(5400)).into()).await;
+    active(Instant::now());
+    let response = app.get("/account").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "the absolute timeout ends even an active login");
+    assert_eq!(location(&response), "/login?next=/account");
 }
 matrix!(
     activity_keeps_a_session_alive_until_the_absolute_timeout,
-    [("IDLE_TIMEOUT", "2s"), ("ABSOLUTE_TIMEOUT", "6s"), ("TIMEOUT_WARNING", "1s")]
+    [("IDLE_TIMEOUT", "4s"), ("ABSOLUTE_TIMEOUT", "5s"), ("TIMEOUT_WARNING", "1s")]
 );
 
 async fn a_remembered_session_outlives_the_idle_timeout(app: TestApp) {
