@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde::Deserialize;
 
-use crate::helpers::{Db, Options, Store, TestApp, PASSWORD};
+use crate::support::{Db, Options, Store, TestApp, PASSWORD};
 
 /// Chromium flags for running headless as root on a machine with no network but loopback.
 const CHROMIUM_ARGS: &[&str] = &[
@@ -48,8 +48,9 @@ fn free_port() -> u16 {
 }
 
 /// A chromedriver child process and one headless Chromium session in a fresh profile. Dropping
-/// it ends the session (which closes Chromium) and kills chromedriver.
-pub struct Browser {
+/// it ends the session (which closes Chromium) and kills chromedriver. (The other tests' HTTP
+/// browser is `support::Browser`.)
+pub struct Chromium {
     pub client: Client,
     driver: Child,
     port: u16,
@@ -58,8 +59,8 @@ pub struct Browser {
     _dir: tempfile::TempDir,
 }
 
-impl Browser {
-    pub async fn start() -> Browser {
+impl Chromium {
+    pub async fn start() -> Chromium {
         let driver_path = chromedriver_path();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("chromedriver.log");
@@ -110,7 +111,7 @@ impl Browser {
             }
         };
         let session_id = client.session_id().await.expect("session id").expect("a session");
-        Browser { client, driver, port, session_id, _dir: dir }
+        Chromium { client, driver, port, session_id, _dir: dir }
     }
 
     pub async fn goto(&self, app: &TestApp, path: &str) {
@@ -226,6 +227,16 @@ impl Browser {
         }
     }
 
+    /// Polls the dialog until `until`, failing the test if it opens before then.
+    pub async fn assert_dialog_stays_closed(&self, until: Instant) {
+        while Instant::now() < until {
+            let dialog = self.dialog().await.expect("the dialog on a logged-in page");
+            let early = until.saturating_duration_since(Instant::now());
+            assert!(!dialog.open, "the warning opened {early:?} too early");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Takes a screenshot of the window, and keeps it as `name` in `TEST_SCREENSHOT_DIR` if set.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
@@ -237,7 +248,7 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+impl Drop for Chromium {
     /// Ends the WebDriver session synchronously (even while a failed test unwinds), so that
     /// chromedriver closes Chromium: killing chromedriver alone would leave Chromium running.
     fn drop(&mut self) {
@@ -309,15 +320,20 @@ async fn spawn_app() -> TestApp {
 #[tokio::test]
 async fn the_warning_appears_before_the_idle_timeout_and_stay_signed_in_keeps_the_session() {
     let app = spawn_app().await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
 
+    // The session starts after this moment, so it ends at least IDLE_TIMEOUT after it.
+    let before = Instant::now();
     browser.register(&app, "ann@example.com").await;
     let landed = Instant::now();
-    // No warning while more than TIMEOUT_WARNING is left.
-    browser.wait_for_dialog(false, Duration::from_secs(2)).await;
+    let warning_due = before + IDLE_TIMEOUT - TIMEOUT_WARNING;
 
-    // The page warns TIMEOUT_WARNING before the idle timeout: 3 s after it was rendered.
-    let dialog = browser.wait_for_dialog(true, Duration::from_secs(4)).await;
+    // No warning while more than TIMEOUT_WARNING is left (a little slack for timers)...
+    browser.assert_dialog_stays_closed(warning_due - Duration::from_millis(200)).await;
+    // ...and then the page warns, TIMEOUT_WARNING before the idle timeout: 3 s after it was
+    // rendered.
+    let within = (landed + Duration::from_secs(4)).saturating_duration_since(Instant::now());
+    let dialog = browser.wait_for_dialog(true, within).await;
     let left = dialog.seconds_left();
     assert!((1..=TIMEOUT_WARNING.as_secs()).contains(&left), "countdown {}", dialog.countdown);
     let text = browser.text("#session-timeout-text").await;
@@ -339,7 +355,7 @@ async fn the_warning_appears_before_the_idle_timeout_and_stay_signed_in_keeps_th
 async fn an_idle_page_goes_to_the_login_page_when_the_session_expires() {
     let app = spawn_app().await;
     app.create_user("ben@example.com").await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
     // The dialog in the dark theme too (the other tests see the default, light).
     browser.choose_dark_theme(&app).await;
 
@@ -362,7 +378,7 @@ async fn an_idle_page_goes_to_the_login_page_when_the_session_expires() {
 #[tokio::test]
 async fn staying_signed_in_in_one_window_closes_the_warning_in_the_others() {
     let app = spawn_app().await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
     browser.register(&app, "cy@example.com").await;
     let first = browser.client.window().await.expect("window");
     let second = browser.client.new_window(false).await.expect("new window").handle;
@@ -385,7 +401,7 @@ async fn a_remembered_login_waits_quietly_for_its_warning() {
     // REMEMBER_DURATION keeps its default, 30 days: longer than setTimeout can wait (24.8 days).
     let app = spawn_app().await;
     app.create_user("dot@example.com").await;
-    let browser = Browser::start().await;
+    let browser = Chromium::start().await;
     browser.log_in(&app, "dot@example.com", true).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;

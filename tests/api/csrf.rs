@@ -1,13 +1,10 @@
 //! Every state-changing POST needs this browser's CSRF token and a same-site origin; a refused
 //! request changes nothing.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
-use crate::helpers::{Db, Store, TestApp, PASSWORD};
-
-fn register_fields<'a>(email: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![("email", email), ("password", PASSWORD), ("password_confirm", PASSWORD), ("csrf_token", token)]
-}
+use crate::matrix;
+use crate::support::{forged_forms, with_token, Db, Store, TestApp, PASSWORD};
 
 #[tokio::test]
 async fn registration_without_a_valid_token_is_403_and_creates_nothing() {
@@ -16,52 +13,37 @@ async fn registration_without_a_valid_token_is_403_and_creates_nothing() {
     let foreign = app.new_browser().csrf_token("/register").await;
     assert_ne!(own, foreign);
 
-    let missing = vec![("email", "rita@example.com"), ("password", PASSWORD), ("password_confirm", PASSWORD)];
-    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("missing", missing),
-        ("empty", register_fields("rita@example.com", "")),
-        ("wrong", register_fields("rita@example.com", "bm90IGEgdG9rZW4")),
-        ("foreign", register_fields("rita@example.com", &foreign)),
-    ];
-    for (what, fields) in cases {
-        let response = app.post_form("/register", &fields).await;
+    let fields = [("email", "rita@example.com"), ("password", PASSWORD), ("password_confirm", PASSWORD)];
+    for (what, forged) in forged_forms(&fields, &foreign) {
+        let response = app.post_form("/register", &forged).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what} token");
         let html = response.text().await.unwrap();
         assert!(html.contains("Forbidden") && html.contains("<html"), "an HTML error page: {html}");
     }
 
     // Cross-site requests are refused even with a valid token.
-    let fields = register_fields("rita@example.com", &own);
-    let evil_origin = app
-        .client
-        .post(app.url("/register"))
-        .header("Origin", "https://evil.example")
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(evil_origin.status(), StatusCode::FORBIDDEN);
-    let null_origin =
-        app.client.post(app.url("/register")).header("Origin", "null").form(&fields).send().await.unwrap();
-    assert_eq!(null_origin.status(), StatusCode::FORBIDDEN);
+    let valid = with_token(&fields, &own);
+    for origin in ["https://evil.example", "null"] {
+        let response = app.post_form_from(origin, "/register", &valid).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "Origin: {origin}");
+    }
     let cross_site = app
-        .client
-        .post(app.url("/register"))
+        .request(Method::POST, "/register")
         .header("Sec-Fetch-Site", "cross-site")
-        .form(&fields)
+        .form(&valid)
         .send()
         .await
         .unwrap();
     assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
 
     assert_eq!(
-        app.login("rita@example.com", PASSWORD, "").await.status(),
+        app.login("rita@example.com", PASSWORD).await.status(),
         StatusCode::UNAUTHORIZED,
         "no account"
     );
 
     // The same form with this browser's token goes through.
-    let ok = app.post_form("/register", &register_fields("rita@example.com", &own)).await;
+    let ok = app.post_form("/register", &valid).await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
 }
 
@@ -71,14 +53,11 @@ async fn logout_without_a_valid_token_is_403_and_keeps_the_session() {
     app.register("sam@example.com", PASSWORD).await;
     let foreign = app.new_browser().csrf_token("/logout").await;
 
-    for token in ["", "nope", foreign.as_str()] {
-        let response = app.post_form("/logout", &[("csrf_token", token)]).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{token:?}");
-        assert!(app.is_logged_in().await);
+    for (what, forged) in forged_forms(&[], &foreign) {
+        let response = app.post_form("/logout", &forged).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what} token");
+        assert!(app.is_logged_in().await, "{what} token");
     }
-    let no_field = app.post_form("/logout", &[]).await;
-    assert_eq!(no_field.status(), StatusCode::FORBIDDEN);
-    assert!(app.is_logged_in().await);
 }
 
 #[tokio::test]
@@ -88,4 +67,51 @@ async fn login_needs_a_token_too() {
     let response = app.post_form("/login", &[("email", "tess@example.com"), ("password", PASSWORD)]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(!app.is_logged_in().await);
+}
+
+/// The CSRF secret is renewed at login and at logout: a token from before either is refused.
+async fn tokens_from_before_a_login_or_logout_are_refused(app: TestApp) {
+    app.create_user("tok@example.com").await;
+    let before_login = app.csrf_token("/login").await;
+    assert_eq!(app.login("tok@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    let stale = app.post_form("/logout", &[("csrf_token", &before_login)]).await;
+    assert_eq!(stale.status(), StatusCode::FORBIDDEN, "a token from before the login");
+    assert!(app.is_logged_in().await);
+
+    let before_logout = app.csrf_token("/account").await;
+    assert_eq!(app.logout().await.status(), StatusCode::SEE_OTHER);
+    let fields =
+        [("email", "tok@example.com"), ("password", PASSWORD), ("csrf_token", before_logout.as_str())];
+    let stale = app.post_form("/login", &fields).await;
+    assert_eq!(stale.status(), StatusCode::FORBIDDEN, "a token from before the logout");
+    assert!(!app.is_logged_in().await);
+    assert_eq!(app.login("tok@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+}
+matrix!(tokens_from_before_a_login_or_logout_are_refused);
+
+/// A POST without a token is refused before its body is parsed, whatever its content type.
+#[tokio::test]
+async fn a_post_without_a_token_is_forbidden_whatever_its_content_type() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Database).await;
+    app.get("/register").await;
+    for (content_type, body) in [
+        ("application/json", r#"{"email":"x@example.com"}"#),
+        (
+            "multipart/form-data; boundary=x",
+            "--x\r\nContent-Disposition: form-data; name=\"email\"\r\n\r\nx\r\n--x--",
+        ),
+        ("text/plain", "email=x@example.com"),
+        ("application/x-www-form-urlencoded", "email=x%40example.com"),
+        ("application/x-www-form-urlencoded", "%%%not a form"),
+    ] {
+        let response = app
+            .request(reqwest::Method::POST, "/register")
+            .header("Origin", &app.address)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{content_type}: {body}");
+    }
 }

@@ -12,7 +12,8 @@ use crate::support::{location, Browser};
 /// The example's binary, beside this test binary's directory (`target/<profile>/examples`);
 /// built with `cargo build --example minimal` when `cargo test` did not build it.
 fn example_binary() -> PathBuf {
-    let profile_dir = std::env::current_exe().unwrap().parent().and_then(|deps| deps.parent()).unwrap().to_owned();
+    let profile_dir =
+        std::env::current_exe().unwrap().parent().and_then(|deps| deps.parent()).unwrap().to_owned();
     let binary = profile_dir.join("examples").join("minimal");
     if !binary.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -53,7 +54,8 @@ fn start() -> Example {
         .unwrap();
     let mut line = String::new();
     BufReader::new(process.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let address = line.trim().strip_prefix("listening on ").expect("the example says where it listens").to_owned();
+    let address =
+        line.trim().strip_prefix("listening on ").expect("the example says where it listens").to_owned();
     Example { process, address, _dir: dir }
 }
 
@@ -74,7 +76,8 @@ async fn the_minimal_example_registers_logs_in_guards_a_page_and_logs_out() {
     assert_eq!(browser.submit("/", "/logout", &[]).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(browser.get("/members").await.status(), StatusCode::SEE_OTHER);
 
-    let wrong = browser.submit("/login", "/login", &[("email", "min@example.com"), ("password", "nope")]).await;
+    let wrong =
+        browser.submit("/login", "/login", &[("email", "min@example.com"), ("password", "nope")]).await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     let forged = browser.post_form("/login", &credentials).await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN, "no CSRF token");

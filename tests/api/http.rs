@@ -20,7 +20,9 @@ fn is_html_page(response: &Response) -> bool {
 #[tokio::test]
 async fn every_get_page_answers_head() {
     let app = TestApp::spawn(Db::Sqlite, Store::Database).await;
-    for path in ["/", "/login", "/register", "/shop", "/cart", "/preferences", "/healthz", "/static/style.css"] {
+    for path in
+        ["/", "/login", "/register", "/shop", "/cart", "/preferences", "/healthz", "/static/style.css"]
+    {
         let response = app.request(Method::HEAD, path).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "HEAD {path}");
         assert!(response.bytes().await.unwrap().is_empty(), "HEAD {path} has no body");
@@ -52,7 +54,8 @@ async fn a_compressed_body_is_refused_with_415_and_changes_nothing() {
 #[tokio::test]
 async fn headers_over_16_kib_are_refused_with_431() {
     let app = TestApp::spawn(Db::Sqlite, Store::Database).await;
-    let under = app.request(Method::GET, "/").header("X-Padding", "a".repeat(15 * 1024)).send().await.unwrap();
+    let under =
+        app.request(Method::GET, "/").header("X-Padding", "a".repeat(15 * 1024)).send().await.unwrap();
     assert_eq!(under.status(), StatusCode::OK);
     let over = app.request(Method::GET, "/").header("X-Padding", "a".repeat(17 * 1024)).send().await.unwrap();
     assert_eq!(over.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -179,7 +182,8 @@ async fn recorded_ip(app: &TestApp, forwarded_for: &str) -> String {
 #[tokio::test]
 async fn the_client_address_behind_trusted_proxies() {
     // The tests' requests come from 127.0.0.1, listed here in its IPv4-mapped IPv6 form.
-    let options = Options { vars: vec![("TRUSTED_PROXIES", "::ffff:127.0.0.1".into())], ..Options::default() };
+    let options =
+        Options { vars: vec![("TRUSTED_PROXIES", "::ffff:127.0.0.1".into())], ..Options::default() };
     let app = TestApp::spawn_with(Db::Sqlite, Store::Database, options).await;
     app.create_user("ip@example.com").await;
     assert_eq!(recorded_ip(&app, "203.0.113.9").await, "203.0.113.9", "a mapped proxy matches its IPv4 peer");

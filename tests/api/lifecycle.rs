@@ -1,22 +1,14 @@
 //! Session lifecycle: remember-me, idle and absolute timeouts, the status and extend
 //! endpoints, rotation with a grace period, and purging — with timeouts in seconds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
-use crate::helpers::{location, Db, Options, Store, TestApp, PASSWORD};
 use crate::matrix;
-
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
+use crate::support::{
+    csrf_token_in, location, secret_key, set_cookie, Db, Options, Store, TestApp, PASSWORD,
+};
 
 async fn sleep(seconds: f64) {
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
@@ -25,7 +17,7 @@ async fn sleep(seconds: f64) {
 async fn remember_me_is_chosen_per_login(app: TestApp) {
     app.create_user("ann@example.com").await;
 
-    let plain = app.login("ann@example.com", PASSWORD, "").await;
+    let plain = app.login("ann@example.com", PASSWORD).await;
     let cookie = set_cookie(&plain, "latchkey_session").expect("session cookie");
     assert!(!cookie.contains("Max-Age") && !cookie.contains("Expires"), "browser-session cookie: {cookie}");
 
@@ -36,7 +28,7 @@ async fn remember_me_is_chosen_per_login(app: TestApp) {
     assert!(app.is_logged_in().await);
 
     app.logout().await;
-    let plain = app.login("ann@example.com", PASSWORD, "").await;
+    let plain = app.login("ann@example.com", PASSWORD).await;
     let cookie = set_cookie(&plain, "latchkey_session").expect("session cookie");
     assert!(!cookie.contains("Max-Age"), "the next login chooses again: {cookie}");
 }
@@ -52,30 +44,37 @@ async fn an_idle_session_expires_with_a_message(app: TestApp) {
     assert_eq!(location(&response), "/login?next=/account%3Ftab%3Dx");
     let login = app.get_html("/login?next=/account%3Ftab%3Dx").await;
     assert!(login.contains("Your session expired"), "{login}");
-    assert!(!app.is_logged_in_with(&copied).await, "a replayed cookie is anonymous too");
+    assert!(!app.sending(&copied).is_logged_in().await, "a replayed cookie is anonymous too");
 }
 matrix!(an_idle_session_expires_with_a_message, [("IDLE_TIMEOUT", "2s"), ("TIMEOUT_WARNING", "1s")]);
 
 async fn activity_keeps_a_session_alive_until_the_absolute_timeout(app: TestApp) {
+    // A request about every second, never more than 3 s apart (IDLE_TIMEOUT is 4 s), so only
+    // ABSOLUTE_TIMEOUT (5 s after the login) can end the login.
+    let most_idle = Duration::from_secs(3);
+    let started = Instant::now();
     app.register("cy@example.com", PASSWORD).await;
-    for _ in 0..5 {
-        sleep(0.8).await;
-        assert!(app.is_logged_in().await, "active within the idle timeout");
+    let registered = Instant::now();
+    let mut last = registered;
+    let mut active = |at: Instant| {
+        let idle = at - std::mem::replace(&mut last, at);
+        assert!(idle < most_idle, "idle for {idle:?}: the idle timeout could end the login");
+    };
+    for n in 1..=4 {
+        // By 3.6 s after the login began: well within ABSOLUTE_TIMEOUT.
+        tokio::time::sleep_until((started + Duration::from_millis(900 * n)).into()).await;
+        active(Instant::now());
+        assert!(app.is_logged_in().await, "active, {:?} after the login", started.elapsed());
     }
-    sleep(2.0).await; // now past ABSOLUTE_TIMEOUT (6s) although never idle for 2s... nearly
-    let mut expired = false;
-    for _ in 0..4 {
-        if !app.is_logged_in().await {
-            expired = true;
-            break;
-        }
-        sleep(0.8).await;
-    }
-    assert!(expired, "the absolute timeout ends even an active session");
+    tokio::time::sleep_until((registered + Duration::from_millis(5400)).into()).await;
+    active(Instant::now());
+    let response = app.get("/account").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "the absolute timeout ends even an active login");
+    assert_eq!(location(&response), "/login?next=/account");
 }
 matrix!(
     activity_keeps_a_session_alive_until_the_absolute_timeout,
-    [("IDLE_TIMEOUT", "2s"), ("ABSOLUTE_TIMEOUT", "6s"), ("TIMEOUT_WARNING", "1s")]
+    [("IDLE_TIMEOUT", "4s"), ("ABSOLUTE_TIMEOUT", "5s"), ("TIMEOUT_WARNING", "1s")]
 );
 
 async fn a_remembered_session_outlives_the_idle_timeout(app: TestApp) {
@@ -104,17 +103,17 @@ async fn status_does_not_extend_but_extend_does(app: TestApp) {
     assert!(!app.is_logged_in().await, "status polling did not keep the session alive");
 
     // "Stay signed in" is activity, and needs the CSRF header.
-    app.login("eli@example.com", PASSWORD, "").await;
+    app.login("eli@example.com", PASSWORD).await;
     let page = app.get_html("/").await;
     assert!(page.contains(r#"id="session-timeout""#), "the warning dialog is on logged-in pages");
     assert!(page.contains("/static/session-timeout.js"));
-    let token = crate::helpers::csrf_token_in(&page);
-    let refused = app.client.post(app.url("/session/extend")).send().await.unwrap();
+    let token = csrf_token_in(&page);
+    let refused = app.request(Method::POST, "/session/extend").send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     for _ in 0..3 {
         sleep(1.5).await;
         let extended =
-            app.client.post(app.url("/session/extend")).header("X-CSRF-Token", &token).send().await.unwrap();
+            app.request(Method::POST, "/session/extend").header("X-CSRF-Token", &token).send().await.unwrap();
         assert_eq!(extended.status(), StatusCode::OK);
         let status: serde_json::Value = extended.json().await.unwrap();
         assert_eq!(status["idle_expires_in"], 3, "{status}");
@@ -138,10 +137,10 @@ async fn server_side_ids_rotate_with_a_grace_period(app: TestApp) {
     assert_eq!(response.status(), StatusCode::OK);
     let after = app.session_cookie().expect("session cookie");
     assert_ne!(before, after, "the id was rotated");
-    assert!(app.is_logged_in_with(&old_cookies).await, "the old id works during the grace period");
+    assert!(app.sending(&old_cookies).is_logged_in().await, "the old id works during the grace period");
 
     sleep(2.5).await;
-    assert!(!app.is_logged_in_with(&old_cookies).await, "the old id is dead after the grace period");
+    assert!(!app.sending(&old_cookies).is_logged_in().await, "the old id is dead after the grace period");
     assert!(app.is_logged_in().await, "the new id works");
 }
 
@@ -173,28 +172,20 @@ async fn expired_database_sessions_are_purged_by_the_task_and_the_command() {
         let browser = app.new_browser();
         browser.register(&format!("gus{n}@example.com"), PASSWORD).await;
     }
-    let url = app.database_url();
-    let count = move || {
-        use diesel::Connection;
-        let path = url.trim_start_matches("sqlite://").to_owned();
-        let mut conn =
-            latchkey::db::DbConnection::Sqlite(diesel::SqliteConnection::establish(&path).unwrap());
-        latchkey_sessions::database::count(&mut conn).unwrap()
-    };
-    assert!(count() >= 3, "server-side state exists");
+    assert!(app.session_states() >= 3, "server-side state exists");
     sleep(4.5).await; // past the state's lifetime: IDLE_TIMEOUT plus one IDLE_TIMEOUT of margin
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .args(["sessions", "purge"])
         .env("DATABASE_URL", app.database_url())
-        .env("SECRET_KEY", crate::helpers::secret_key())
+        .env("SECRET_KEY", secret_key())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let purged: i64 = stdout.split_whitespace().next().unwrap().parse().unwrap();
     assert!(purged >= 3, "{stdout}");
-    assert_eq!(count(), 0);
+    assert_eq!(app.session_states(), 0);
 
     // The periodic task does the same without anyone asking.
     let vars = vec![
@@ -205,17 +196,11 @@ async fn expired_database_sessions_are_purged_by_the_task_and_the_command() {
     let app =
         TestApp::spawn_with(Db::Postgres, Store::Database, Options { vars, ..Options::default() }).await;
     app.register("hal@example.com", PASSWORD).await;
-    let url = app.database_url();
-    let count = move || {
-        use diesel::Connection;
-        let mut conn = latchkey::db::DbConnection::Postgres(diesel::PgConnection::establish(&url).unwrap());
-        latchkey_sessions::database::count(&mut conn).unwrap()
-    };
-    assert!(count() >= 1);
-    let mut remaining = count();
+    assert!(app.session_states() >= 1);
+    let mut remaining = app.session_states();
     for _ in 0..20 {
         sleep(0.5).await;
-        remaining = count();
+        remaining = app.session_states();
         if remaining == 0 {
             break;
         }

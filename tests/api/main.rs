@@ -1,21 +1,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail by panicking")]
 
 //! Integration tests: the real server on a random port, real SQLite, PostgreSQL and Redis,
-//! driven over HTTP with reqwest (cookies on, redirects off). Each test has its own database.
+//! driven over HTTP by `support::Browser` (reqwest, cookies on, redirects off). Each test has
+//! its own database. `support` holds what the tests share.
 //!
 //! PostgreSQL and Redis come from `TEST_POSTGRES_URL` and `TEST_REDIS_URL`, which
 //! `scripts/test` sets after starting throwaway servers. `browser` drives a headless Chromium
 //! through chromedriver (`TEST_CHROMEDRIVER`, `TEST_CHROMIUM`) for what only a browser runs.
 
-mod helpers;
-
-mod lifecycle;
+mod support;
 
 mod auth;
 mod browser;
 mod cli;
 mod csrf;
 mod devices;
+mod example;
+mod http;
+mod lifecycle;
+mod logins;
 mod migrations;
 mod pages;
 mod preferences;

@@ -1,10 +1,9 @@
 //! Every migration runs up, down and up again on both backends.
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection, SqliteConnection};
 use latchkey::db::{self, DbConnection};
 
-use crate::helpers::{Db, TestDatabase};
+use crate::support::{Db, TestDatabase};
 
 fn round_trip(mut conn: DbConnection) {
     let reverted = db::revert_all(&mut conn).expect("revert all");
@@ -23,8 +22,7 @@ fn round_trip(mut conn: DbConnection) {
 async fn postgres_migrations_round_trip() {
     tokio::task::spawn_blocking(|| {
         let database = TestDatabase::create(Db::Postgres);
-        let conn = PgConnection::establish(&database.url(None)).expect("connect");
-        round_trip(DbConnection::Postgres(conn));
+        round_trip(database.connect());
     })
     .await
     .unwrap();
@@ -34,9 +32,7 @@ async fn postgres_migrations_round_trip() {
 async fn sqlite_migrations_round_trip() {
     tokio::task::spawn_blocking(|| {
         let database = TestDatabase::create(Db::Sqlite);
-        let url = database.url(None);
-        let path = url.trim_start_matches("sqlite://");
-        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(path).expect("connect"));
+        let mut conn = database.connect();
         let applied = db::migrate(&mut conn).expect("first migrate");
         assert_eq!(applied.len(), 5);
         round_trip(conn);

@@ -1,15 +1,21 @@
 //! Public pages, error pages and probes.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
-use crate::helpers::{Db, Store, TestApp, PASSWORD};
+use crate::support::{attribute_in, text_in, Db, Store, TestApp, PASSWORD};
 
 #[tokio::test]
 async fn public_pages_render_for_guests() {
     let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
-    for (path, text) in
-        [("/", "Hello, guest"), ("/login", "Log in"), ("/register", "Register"), ("/logout", "not logged in")]
-    {
+    // Each page by what only it has (the navigation names every page): its heading, and the
+    // fields of the form it posts to itself, if any.
+    let pages: [(&str, &str, &[&str]); 4] = [
+        ("/", "Hello, guest", &[]),
+        ("/login", "Log in", &["email", "password", "remember", "next", "csrf_token"]),
+        ("/register", "Create an account", &["email", "password", "password_confirm", "csrf_token"]),
+        ("/logout", "You are not logged in", &[]),
+    ];
+    for (path, heading, fields) in pages {
         let response = app.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");
@@ -19,7 +25,11 @@ async fn public_pages_render_for_guests() {
             .unwrap()
             .contains("default-src 'self'"));
         let html = response.text().await.unwrap();
-        assert!(html.contains(text), "{path}: {html}");
+        assert_eq!(text_in(&html, "main h1").as_deref(), Some(heading), "{path}: {html}");
+        for field in fields {
+            let input = format!(r#"main form[method="post"][action="{path}"] input[name="{field}"]"#);
+            assert!(attribute_in(&html, &input, "name").is_some(), "{path}: {input} in {html}");
+        }
         assert!(html.contains(r#"<link rel="stylesheet" href="/static/style.css">"#));
     }
     let css = app.get("/static/style.css").await;
@@ -84,21 +94,20 @@ async fn oversized_and_malformed_forms_are_refused() {
     assert!(response.text().await.unwrap().contains("Request too large"));
 
     let json = app
-        .client
-        .post(app.url("/register"))
+        .request(Method::POST, "/register")
         .header("Origin", &app.address)
         .header("Content-Type", "application/json")
+        .header("X-CSRF-Token", &token)
         .body(r#"{"email":"x@example.com"}"#)
         .send()
         .await
         .unwrap();
-    assert_eq!(json.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json.status(), StatusCode::BAD_REQUEST, "a JSON body with a valid token");
     assert!(json.text().await.unwrap().contains("Expected a form submission."));
 
     let duplicated = format!("csrf_token={token}&csrf_token={token}&email=a");
     let response = app
-        .client
-        .post(app.url("/register"))
+        .request(Method::POST, "/register")
         .header("Origin", &app.address)
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(duplicated)

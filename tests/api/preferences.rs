@@ -1,12 +1,12 @@
 //! Display preferences: anyone can pick a theme and accent, every page applies them, and only a
 //! cookie this site signed is believed.
 
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 
-use crate::helpers::{
-    attribute_in, csrf_token_in, location, secret_key, Db, Options, Store, TestApp, PASSWORD,
-};
 use crate::matrix;
+use crate::support::{
+    attribute_in, forged_forms, location, set_cookie, with_token, Db, Options, Store, TestApp, PASSWORD,
+};
 
 /// The theme and accent the page's `<html>` element applies.
 fn applied(html: &str) -> (String, String) {
@@ -23,16 +23,6 @@ fn pair(theme: &str, accent: &str) -> (String, String) {
 /// The value of the checked radio button called `name`.
 fn checked(html: &str, name: &str) -> Option<String> {
     attribute_in(html, &format!(r#"input[name="{name}"][checked]"#), "value")
-}
-
-/// The `Set-Cookie` header for a cookie called `name`, if the response sets one.
-fn set_cookie(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with(&format!("{name}=")))
 }
 
 #[tokio::test]
@@ -112,7 +102,7 @@ async fn preferences_belong_to_the_browser_not_the_login(app: TestApp) {
     assert!(home.contains("Hello, guest"), "{home}");
     assert_eq!(applied(&home), pair("dark", "green"), "logging out keeps the preferences");
 
-    assert_eq!(app.login("pat@example.com", PASSWORD, "").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.login("pat@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
     assert_eq!(applied(&app.get_html("/account").await), pair("dark", "green"));
 }
 matrix!(preferences_belong_to_the_browser_not_the_login);
@@ -154,8 +144,7 @@ async fn invalid_choices_are_422_and_leave_the_cookie_alone() {
     assert_eq!(checked(&html, "theme").as_deref(), Some("light"));
     assert_eq!(checked(&html, "accent").as_deref(), Some("green"));
 
-    let token = app.csrf_token("/preferences").await;
-    let no_fields = app.post_form("/preferences", &[("csrf_token", &token)]).await;
+    let no_fields = app.submit("/preferences", "/preferences", &[]).await;
     assert_eq!(no_fields.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     let html = app.get_html("/").await;
@@ -170,8 +159,8 @@ async fn tampered_unsigned_or_foreign_cookies_are_ignored() {
     assert_eq!(app.save_preferences("dark", "green").await.status(), StatusCode::SEE_OTHER);
     let signed = app.preferences_cookie().expect("saved");
     let signature = signed.strip_suffix("dark.green").expect("the value ends with the preferences");
-    let genuine = app.get_with_cookies("/", &format!("latchkey_prefs={signed}")).await;
-    assert_eq!(applied(&genuine.text().await.unwrap()), pair("dark", "green"), "the genuine cookie works");
+    let genuine = app.sending(&format!("latchkey_prefs={signed}")).get_html("/").await;
+    assert_eq!(applied(&genuine), pair("dark", "green"), "the genuine cookie works");
 
     let other_site = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
     assert_eq!(other_site.save_preferences("dark", "green").await.status(), StatusCode::SEE_OTHER);
@@ -194,14 +183,14 @@ async fn tampered_unsigned_or_foreign_cookies_are_ignored() {
         ("another site's key", foreign),
     ];
     for (what, value) in forgeries {
-        let cookies = format!("latchkey_prefs={value}");
+        let forger = app.sending(&format!("latchkey_prefs={value}"));
         for path in ["/", "/preferences"] {
-            let response = app.get_with_cookies(path, &cookies).await;
+            let response = forger.get(path).await;
             assert_eq!(response.status(), StatusCode::OK, "{what} on {path}");
             let html = response.text().await.unwrap();
             assert_eq!(applied(&html), pair("light", "blue"), "{what} on {path}");
         }
-        let missing = app.get_with_cookies("/no/such/page", &cookies).await;
+        let missing = forger.get("/no/such/page").await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{what}");
         assert_eq!(applied(&missing.text().await.unwrap()), pair("light", "blue"), "{what}");
     }
@@ -214,27 +203,16 @@ async fn saving_without_a_valid_csrf_token_is_403_and_changes_nothing() {
     let foreign = app.new_browser().csrf_token("/preferences").await;
     assert_ne!(own, foreign);
 
-    let cases: [(&str, Vec<(&str, &str)>); 4] = [
-        ("missing", vec![("theme", "dark"), ("accent", "green")]),
-        ("empty", vec![("theme", "dark"), ("accent", "green"), ("csrf_token", "")]),
-        ("wrong", vec![("theme", "dark"), ("accent", "green"), ("csrf_token", "bm90IGEgdG9rZW4")]),
-        ("foreign", vec![("theme", "dark"), ("accent", "green"), ("csrf_token", &foreign)]),
-    ];
-    for (what, fields) in &cases {
-        let response = app.post_form("/preferences", fields).await;
+    let fields = [("theme", "dark"), ("accent", "green")];
+    for (what, forged) in forged_forms(&fields, &foreign) {
+        let response = app.post_form("/preferences", &forged).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what} token");
         assert_eq!(set_cookie(&response, "latchkey_prefs"), None, "{what} token");
         let html = response.text().await.unwrap();
         assert!(html.contains("Forbidden") && html.contains("<html"), "an HTML error page: {html}");
     }
-    let cross_site = app
-        .client
-        .post(app.url("/preferences"))
-        .header("Origin", "https://evil.example")
-        .form(&[("theme", "dark"), ("accent", "green"), ("csrf_token", &own)])
-        .send()
-        .await
-        .unwrap();
+    let cross_site =
+        app.post_form_from("https://evil.example", "/preferences", &with_token(&fields, &own)).await;
     assert_eq!(cross_site.status(), StatusCode::FORBIDDEN, "valid token, foreign origin");
     assert_eq!(app.preferences_cookie(), None);
     assert_eq!(applied(&app.get_html("/").await), pair("light", "blue"));
@@ -251,25 +229,9 @@ async fn saving_without_a_valid_csrf_token_is_403_and_changes_nothing() {
 
 #[tokio::test]
 async fn the_cookie_is_secure_and_host_prefixed_in_production() {
-    let options = Options {
-        vars: vec![("APP_ENV", "production".into()), ("SECRET_KEY", secret_key())],
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, options).await;
-    // A production browser sends __Host- cookies only over https; replay them by hand.
-    let page = app.get("/preferences").await;
-    let csrf_cookie = set_cookie(&page, "__Host-latchkey_csrf").expect("__Host- CSRF cookie");
-    let csrf_pair = csrf_cookie.split(';').next().unwrap().to_owned();
-    let token = csrf_token_in(&page.text().await.unwrap());
-
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let response = client
-        .post(app.url("/preferences"))
-        .header("Cookie", &csrf_pair)
-        .form(&[("theme", "dark"), ("accent", "purple"), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, Options::production()).await;
+    let fields = [("theme", "dark"), ("accent", "purple")];
+    let (_, response) = app.submit_in_production("/preferences", "/preferences", &fields).await;
 
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let cookie = set_cookie(&response, "__Host-latchkey_prefs").expect("__Host- preferences cookie");
@@ -278,11 +240,11 @@ async fn the_cookie_is_secure_and_host_prefixed_in_production() {
     }
     assert!(!cookie.to_lowercase().contains("domain="), "{cookie}");
     let prefs_pair = cookie.split(';').next().unwrap();
-    let html = app.get_with_cookies("/", prefs_pair).await.text().await.unwrap();
+    let html = app.sending(prefs_pair).get_html("/").await;
     assert_eq!(applied(&html), pair("dark", "purple"));
 
     // The development name is not read in production, even with a good signature.
     let value = prefs_pair.strip_prefix("__Host-latchkey_prefs=").unwrap();
-    let html = app.get_with_cookies("/", &format!("latchkey_prefs={value}")).await.text().await.unwrap();
+    let html = app.sending(&format!("latchkey_prefs={value}")).get_html("/").await;
     assert_eq!(applied(&html), pair("light", "blue"));
 }

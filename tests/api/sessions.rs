@@ -3,18 +3,18 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{secret_key, session_cookie_in, Db, Options, Store, TestApp, PASSWORD};
 use crate::matrix;
+use crate::support::{set_cookie, Db, Options, Store, TestApp, PASSWORD};
 
 async fn a_cookie_replayed_after_logout_is_anonymous(app: TestApp) {
     app.register("lee@example.com", PASSWORD).await;
     let copied = app.cookies();
-    assert!(app.is_logged_in_with(&copied).await, "the copy works before logout");
+    assert!(app.sending(&copied).is_logged_in().await, "the copy works before logout");
 
     app.logout().await;
 
-    assert!(!app.is_logged_in_with(&copied).await, "the copy is dead after logout");
-    let home = app.get_with_cookies("/", &copied).await.text().await.unwrap();
+    assert!(!app.sending(&copied).is_logged_in().await, "the copy is dead after logout");
+    let home = app.sending(&copied).get_html("/").await;
     assert!(home.contains("Hello, guest"), "{home}");
 }
 matrix!(a_cookie_replayed_after_logout_is_anonymous);
@@ -23,16 +23,16 @@ async fn the_session_id_changes_at_login(app: TestApp) {
     app.create_user("max@example.com").await;
     app.create_user("nia@example.com").await;
 
-    app.login("max@example.com", PASSWORD, "").await;
+    app.login("max@example.com", PASSWORD).await;
     let first = app.session_cookie().expect("a session cookie after login");
     let first_cookies = app.cookies();
 
-    app.login("nia@example.com", PASSWORD, "").await;
+    app.login("nia@example.com", PASSWORD).await;
     let second = app.session_cookie().expect("a session cookie after the second login");
     assert_ne!(first, second, "the session id was renewed");
 
     // The earlier session does not survive the new login, whatever the store.
-    assert!(!app.is_logged_in_with(&first_cookies).await);
+    assert!(!app.sending(&first_cookies).is_logged_in().await);
     assert!(app.get_html("/").await.contains("nia@example.com"));
 }
 matrix!(the_session_id_changes_at_login);
@@ -48,9 +48,9 @@ async fn tampered_or_garbage_cookies_are_anonymous(app: TestApp) {
 
     for value in [flipped.as_str(), truncated.as_str(), "garbage", "", "%00%ff", "a=b=c", &"x".repeat(3000)] {
         let cookies = format!("latchkey_session={value}");
-        let response = app.get_with_cookies("/account", &cookies).await;
+        let response = app.sending(&cookies).get("/account").await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{value:?}");
-        let response = app.get_with_cookies("/", &cookies).await;
+        let response = app.sending(&cookies).get("/").await;
         assert_eq!(response.status(), StatusCode::OK, "{value:?}");
     }
     assert!(app.is_logged_in().await, "the genuine cookie still works");
@@ -61,58 +61,23 @@ matrix!(tampered_or_garbage_cookies_are_anonymous);
 async fn session_cookie_attributes_in_development() {
     let app = TestApp::spawn(Db::Sqlite, Store::Redis).await;
     let response = app.register("pat@example.com", PASSWORD).await;
-    let set_cookie: Vec<String> =
-        response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-    let session = set_cookie.iter().find(|c| c.starts_with("latchkey_session=")).expect("session cookie set");
+    let session = set_cookie(&response, "latchkey_session").expect("session cookie set");
     assert!(session.contains("HttpOnly"), "{session}");
     assert!(session.contains("SameSite=Lax"), "{session}");
     assert!(session.contains("Path=/"), "{session}");
     assert!(!session.to_lowercase().contains("domain="), "{session}");
     assert!(!session.contains("Secure"), "works over http://localhost in development: {session}");
-    assert!(session_cookie_in(&app.cookies()).is_some());
+    assert!(app.session_cookie().is_some(), "the browser keeps it");
 }
 
 #[tokio::test]
 async fn session_cookie_is_secure_and_host_prefixed_in_production() {
-    let options = Options {
-        vars: vec![("APP_ENV", "production".into()), ("SECRET_KEY", secret_key())],
-        ..Options::default()
-    };
-    let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, options).await;
-    // A production browser sends the __Host- CSRF cookie only over https; replay it by hand.
-    let page = app.get("/register").await;
-    let csrf_cookie = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("__Host-latchkey_csrf="))
-        .expect("__Host- CSRF cookie");
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Cookie, Options::production()).await;
+    let fields = [("email", "quinn@example.com"), ("password", PASSWORD), ("password_confirm", PASSWORD)];
+    let (csrf_cookie, response) = app.submit_in_production("/register", "/register", &fields).await;
     assert!(csrf_cookie.contains("Secure") && csrf_cookie.contains("HttpOnly"), "{csrf_cookie}");
-    let token = crate::helpers::csrf_token_in(&page.text().await.unwrap());
-    let cookie_pair = csrf_cookie.split(';').next().unwrap().to_owned();
-
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let response = client
-        .post(app.url("/register"))
-        .header("Cookie", cookie_pair)
-        .form(&[
-            ("email", "quinn@example.com"),
-            ("password", PASSWORD),
-            ("password_confirm", PASSWORD),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let session = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("__Host-latchkey_session="))
-        .expect("__Host- session cookie");
+    let session = set_cookie(&response, "__Host-latchkey_session").expect("__Host- session cookie");
     for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(session.contains(attribute), "{attribute} in {session}");
     }

@@ -5,33 +5,19 @@
 use latchkey::models::{CartItem, NewProduct, Product, User};
 use reqwest::StatusCode;
 
-use crate::helpers::{location, redis_url, Db, Options, Store, TestApp, PASSWORD};
 use crate::matrix;
+use crate::support::{
+    cart_lines_in, forged_forms, location, redis_url, set_cookie_names, text_in, with_token, Db, Options,
+    Store, TestApp, PASSWORD,
+};
 
 const PADLOCK: &str = "1"; // Brass padlock, €12.50
 const KEY_RING: &str = "2"; // Key ring, €3.50
 const KEY_BLANK: &str = "3"; // Key blank, €4.90
 const DOOR_CHAIN: &str = "4"; // Door chain, €18.99
 
-fn set_cookie_names(response: &reqwest::Response) -> Vec<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|c| c.split('=').next())
-        .map(str::to_owned)
-        .collect()
-}
-
 fn cart_total(html: &str) -> String {
-    let document = scraper::Html::parse_document(html);
-    let selector = scraper::Selector::parse("#cart-total").unwrap();
-    document.select(&selector).next().expect("a cart total").text().collect::<String>().trim().to_owned()
-}
-
-fn session_state_rows(app: &TestApp) -> i64 {
-    latchkey_sessions::database::count(&mut app.connection()).unwrap()
+    text_in(html, "#cart-total").expect("a cart total")
 }
 
 async fn a_guest_fills_a_cart(app: TestApp) {
@@ -55,13 +41,13 @@ async fn a_guest_fills_a_cart(app: TestApp) {
     let cart = app.get_html("/cart").await;
     assert!(cart.contains("Added 2 × Brass padlock to your cart."), "{cart}");
     assert!(cart.contains("Log in to keep your cart across devices"), "{cart}");
-    assert_eq!(crate::helpers::cart_lines_in(&cart), [(1, 2)]);
+    assert_eq!(cart_lines_in(&cart), [(1, 2)]);
     assert_eq!(cart_total(&cart), "€25.00");
 
     app.add_to_cart(PADLOCK, "3").await;
     app.add_to_cart(KEY_RING, " 1 ").await;
     let cart = app.get_html("/cart").await;
-    assert_eq!(crate::helpers::cart_lines_in(&cart), [(1, 5), (2, 1)], "quantities add up");
+    assert_eq!(cart_lines_in(&cart), [(1, 5), (2, 1)], "quantities add up");
     assert!(cart.contains("€62.50"), "5 × €12.50: {cart}");
     assert_eq!(cart_total(&cart), "€66.00");
 }
@@ -80,13 +66,13 @@ async fn guests_who_only_look_get_no_session(app: TestApp) {
     // A refused add stores nothing either.
     assert_eq!(app.add_to_cart(PADLOCK, "abc").await.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.session_cookie(), None);
-    assert_eq!(session_state_rows(&app), 0, "no session state in the database");
+    assert_eq!(app.session_states(), 0, "no session state in the database");
 
     let added = app.add_to_cart(PADLOCK, "1").await;
     assert!(set_cookie_names(&added).iter().any(|n| n == "latchkey_session"));
     assert!(app.session_cookie().is_some(), "the first add starts the session");
     let expected = if app.store == Store::Database { 1 } else { 0 };
-    assert_eq!(session_state_rows(&app), expected, "{:?}", app.store);
+    assert_eq!(app.session_states(), expected, "{:?}", app.store);
     assert_eq!(app.cart().await, [(1, 1)]);
 }
 matrix!(guests_who_only_look_get_no_session);
@@ -130,7 +116,7 @@ async fn the_guest_cart_joins_the_users_cart_at_login(app: TestApp) {
     assert_eq!(app.cart().await, [(1, 3), (2, 4), (4, 20)]);
     let guest_session = app.session_cookie().expect("a guest session");
 
-    let response = app.login("ann@example.com", PASSWORD, "/cart").await;
+    let response = app.login_with_next("ann@example.com", PASSWORD, "/cart").await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&response), "/cart");
     let session = app.session_cookie().expect("a session after login");
@@ -139,12 +125,12 @@ async fn the_guest_cart_joins_the_users_cart_at_login(app: TestApp) {
     // Quantities add up; the door chain is capped at 99 (90 + 20).
     let merged = [(1, 5), (2, 4), (3, 1), (4, 99)];
     let cart = app.get_html("/cart").await;
-    assert_eq!(crate::helpers::cart_lines_in(&cart), merged);
+    assert_eq!(cart_lines_in(&cart), merged);
     assert!(!cart.contains("Log in to keep your cart"), "no guest note for users");
     assert_eq!(laptop.cart().await, merged, "the same cart on the other device");
 
     // Merged once: the guest cart is gone from the session, so logging in again adds nothing.
-    app.login("ann@example.com", PASSWORD, "").await;
+    app.login("ann@example.com", PASSWORD).await;
     assert_eq!(app.cart().await, merged);
 }
 matrix!(the_guest_cart_joins_the_users_cart_at_login);
@@ -158,7 +144,7 @@ async fn registering_keeps_the_guest_cart(app: TestApp) {
 
     app.logout().await;
     assert!(app.cart().await.is_empty(), "a guest again, with an empty cart");
-    app.login("bo@example.com", PASSWORD, "").await;
+    app.login("bo@example.com", PASSWORD).await;
     assert_eq!(app.cart().await, [(3, 7)], "kept in the database");
 }
 matrix!(registering_keeps_the_guest_cart);
@@ -177,7 +163,7 @@ async fn the_users_cart_survives_logout_and_follows_them(app: TestApp) {
     assert_eq!(phone.cart().await, [(2, 3)], "on another device");
     phone.add_to_cart(PADLOCK, "1").await;
 
-    app.login("cy@example.com", PASSWORD, "").await;
+    app.login("cy@example.com", PASSWORD).await;
     assert_eq!(app.cart().await, [(1, 1), (2, 3)], "back on the first device, with the phone's add");
 }
 matrix!(the_users_cart_survives_logout_and_follows_them);
@@ -192,12 +178,12 @@ async fn quantities_add_up_to_the_cap(app: TestApp) {
         app.add_to_cart(KEY_BLANK, "60").await;
         app.add_to_cart(KEY_BLANK, "60").await;
         let cart = app.get_html("/cart").await;
-        assert_eq!(crate::helpers::cart_lines_in(&cart), [(3, 99)], "{who}");
+        assert_eq!(cart_lines_in(&cart), [(3, 99)], "{who}");
         assert!(cart.contains("Added 39 × Key blank to your cart: 99 is the most"), "{who}: {cart}");
 
         assert_eq!(app.add_to_cart(KEY_BLANK, "1").await.status(), StatusCode::SEE_OTHER);
         let cart = app.get_html("/cart").await;
-        assert_eq!(crate::helpers::cart_lines_in(&cart), [(3, 99)], "{who}");
+        assert_eq!(cart_lines_in(&cart), [(3, 99)], "{who}");
         assert!(cart.contains("Your cart already holds 99 × Key blank"), "{who}: {cart}");
     }
 }
@@ -237,8 +223,7 @@ async fn invalid_products_and_quantities_are_422_and_change_nothing(app: TestApp
         assert_eq!(both.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let html = both.text().await.unwrap();
         assert!(html.contains("not in the shop") && html.contains("Enter a quantity"), "{html}");
-        let token = app.csrf_token("/shop").await;
-        let missing = app.post_form("/cart/items", &[("csrf_token", &token)]).await;
+        let missing = app.submit("/shop", "/cart/items", &[]).await;
         assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY, "{who}: no fields");
         assert_eq!(app.cart().await, before, "{who}: nothing changed");
         assert!(!app.get_html("/cart").await.contains("Added"), "{who}: no flash");
@@ -255,23 +240,14 @@ async fn adding_without_a_valid_csrf_token_is_403_and_changes_nothing(app: TestA
         }
         let before = app.cart().await;
         let session = app.session_cookie();
-        for token in [None, Some(""), Some("bm90IGEgdG9rZW4"), Some(foreign.as_str())] {
-            let mut fields = vec![("product_id", KEY_RING), ("quantity", "1")];
-            if let Some(token) = token {
-                fields.push(("csrf_token", token));
-            }
-            let response = app.post_form("/cart/items", &fields).await;
-            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{who}: {token:?}");
+        let fields = [("product_id", KEY_RING), ("quantity", "1")];
+        for (what, forged) in forged_forms(&fields, &foreign) {
+            let response = app.post_form("/cart/items", &forged).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{who}: {what} token");
         }
         let own = app.csrf_token("/shop").await;
-        let cross_site = app
-            .client
-            .post(app.url("/cart/items"))
-            .header("Origin", "https://evil.example")
-            .form(&[("product_id", KEY_RING), ("quantity", "1"), ("csrf_token", own.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let valid = with_token(&fields, &own);
+        let cross_site = app.post_form_from("https://evil.example", "/cart/items", &valid).await;
         assert_eq!(cross_site.status(), StatusCode::FORBIDDEN, "{who}: foreign origin");
         assert_eq!(app.cart().await, before, "{who}: nothing changed");
         assert_eq!(app.session_cookie(), session, "{who}: no session started or changed");

@@ -194,7 +194,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
             }
             // The token is found without parsing the form into `T`: url-decoding pairs never
             // fails, whatever the body holds.
-            let field = form_urlencoded::parse(&body).find(|(name, _)| name == "csrf_token").map(|(_, v)| v);
+            let mut fields =
+                form_urlencoded::parse(&body).filter(|(name, _)| name == "csrf_token").map(|(_, v)| v);
+            let field = fields.next();
+            if fields.next().is_some() {
+                return Err(AuthError::BadRequest("The form is malformed."));
+            }
             verify(&req, field.as_deref().or_else(|| header_token(&req)))?;
             let content_type =
                 req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

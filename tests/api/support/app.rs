@@ -1,0 +1,138 @@
+//! `TestApp`: the real server on a random port, on a database of its own, with the settings a
+//! test chooses, and a default browser on it.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+
+use latchkey::db::DbConnection;
+use latchkey::settings::Settings;
+use latchkey::startup::Application;
+use reqwest::StatusCode;
+use tokio::task::JoinHandle;
+
+use super::{redis_url, secret_key, Browser, Db, Proxy, Store, TestDatabase, PASSWORD};
+
+/// Options beyond the database and store.
+#[derive(Default)]
+pub struct Options {
+    /// Settings (environment variables) over the tests' defaults.
+    pub vars: Vec<(&'static str, String)>,
+    /// Route the database through a proxy the test can cut (PostgreSQL only).
+    pub database_proxy: bool,
+    /// Route Redis through a proxy the test can cut.
+    pub redis_proxy: bool,
+}
+
+impl Options {
+    /// `APP_ENV=production`: `Secure`, `__Host-` cookies.
+    pub fn production() -> Options {
+        // Production refuses a bcrypt cost under 10.
+        let vars = vec![("APP_ENV", "production".into()), ("BCRYPT_COST", "10".into())];
+        Options { vars, ..Options::default() }
+    }
+}
+
+/// A running server. Derefs to its default browser, so `app.login(…)` is that browser's.
+pub struct TestApp {
+    /// The browser `app.get(…)`, `app.login(…)` and the like use.
+    pub browser: Browser,
+    pub store: Store,
+    pub database_proxy: Option<Proxy>,
+    pub redis_proxy: Option<Proxy>,
+    /// Removed when the app is dropped.
+    database: TestDatabase,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Deref for TestApp {
+    type Target = Browser;
+
+    fn deref(&self) -> &Browser {
+        &self.browser
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db, store: Store) -> TestApp {
+        Self::spawn_with(db, store, Options::default()).await
+    }
+
+    pub async fn spawn_with(db: Db, store: Store, options: Options) -> TestApp {
+        let database =
+            tokio::task::spawn_blocking(move || TestDatabase::create(db)).await.expect("create database");
+        let database_proxy = match (options.database_proxy, db) {
+            (false, _) => None,
+            (true, Db::Postgres) => Some(Proxy::to_postgres().await),
+            (true, Db::Sqlite) => panic!("a database proxy needs PostgreSQL"),
+        };
+        let redis_proxy = if options.redis_proxy { Some(Proxy::to_redis().await) } else { None };
+
+        let session_store = match store {
+            Store::Cookie => "cookie",
+            Store::Redis => "redis",
+            Store::Database => "database",
+        };
+        let mut vars: HashMap<String, String> = HashMap::from([
+            ("BIND".into(), "127.0.0.1:0".into()),
+            ("DATABASE_URL".into(), database.url(database_proxy.as_ref().map(|p| p.port))),
+            ("DATABASE_TIMEOUT".into(), "1s".into()),
+            ("REDIS_TIMEOUT".into(), "1s".into()),
+            ("DATABASE_POOL_SIZE".into(), "4".into()),
+            ("SECRET_KEY".into(), secret_key()),
+            ("BCRYPT_COST".into(), "4".into()),
+            ("SESSION_STORE".into(), session_store.into()),
+        ]);
+        if store == Store::Redis {
+            let redis = match &redis_proxy {
+                Some(proxy) => format!("redis://127.0.0.1:{}", proxy.port),
+                None => redis_url(),
+            };
+            vars.insert("REDIS_URL".into(), redis);
+        }
+        for (key, value) in options.vars {
+            vars.insert(key.into(), value);
+        }
+        let settings = Settings::from_vars(&vars).expect("valid test settings");
+        let application = Application::build(settings).await.expect("application starts");
+        let browser = Browser::new(&format!("http://127.0.0.1:{}", application.port()), None);
+        let server = tokio::spawn(application.run_until_stopped());
+        TestApp { browser, store, database_proxy, redis_proxy, database, server }
+    }
+
+    /// Another browser on this site, with a cookie jar of its own.
+    pub fn new_browser(&self) -> Browser {
+        Browser::new(&self.address, None)
+    }
+
+    /// Another browser on this site that sends `user_agent`.
+    pub fn new_browser_with_agent(&self, user_agent: &str) -> Browser {
+        Browser::new(&self.address, Some(user_agent))
+    }
+
+    /// Registers `email` with `PASSWORD` in another browser, leaving the default one as it is.
+    pub async fn create_user(&self, email: &str) {
+        let response = self.new_browser().register(email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "registering {email}");
+    }
+
+    /// The `DATABASE_URL` of the app's database (not through any proxy).
+    pub fn database_url(&self) -> String {
+        self.database.url(None)
+    }
+
+    /// A direct connection to the app's database, for what the site does not show.
+    pub fn connection(&self) -> DbConnection {
+        self.database.connect()
+    }
+
+    /// How many rows of server-side session state the database holds.
+    pub fn session_states(&self) -> i64 {
+        latchkey_sessions::database::count(&mut self.connection()).expect("count session state")
+    }
+}
