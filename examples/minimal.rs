@@ -1,8 +1,8 @@
 //! A whole app on latchkey's core crates and SQLite: register, log in, a login-required page,
 //! log out. `cargo run --example minimal`, then open http://127.0.0.1:8080.
-use actix_web::{cookie::Key, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{cookie::Key, middleware::from_fn, web, App, HttpRequest, HttpResponse, HttpServer};
 use diesel::{connection::SimpleConnection, prelude::*};
-use latchkey_auth::csrf::{CsrfCookie, CsrfForm, CsrfToken, NoFields};
+use latchkey_auth::csrf::{self, CsrfForm, CsrfToken, NoFields};
 use latchkey_auth::{identity_middleware, password, registry, Auth, AuthError, AuthUser, LoginRequired};
 use latchkey_db::{DatabaseUrl, DbConnection};
 use latchkey_sessions::{database, Backend, Lifecycle, Lifetimes, Store};
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let server = HttpServer::new(move || {
         App::new().app_data(auth.clone())
             .wrap(identity_middleware()).wrap(Lifecycle::new(&lifetimes, true))
-            .wrap(store.middleware(key.clone(), false)).wrap(CsrfCookie)
+            .wrap(store.middleware(key.clone(), false)).wrap(from_fn(csrf::send_cookie))
             .route("/", web::get().to(home)).route("/login", web::get().to(home)).route("/members", web::get().to(members))
             .route("/register", web::post().to(enter)).route("/login", web::post().to(enter)).route("/logout", web::post().to(logout))
     })

@@ -10,7 +10,7 @@ use actix_web::middleware::{from_fn, Logger};
 use actix_web::{web, App, HttpServer};
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context as _;
-use latchkey_auth::csrf::CsrfCookie;
+use latchkey_auth::csrf;
 use latchkey_auth::password::Hasher;
 use latchkey_auth::{identity_middleware, Auth, LoginPolicy};
 use latchkey_sessions::redis::RedisStore;
@@ -93,7 +93,7 @@ impl Application {
                 .wrap(lifecycle.clone())
                 .wrap(store.middleware(keys.session.clone(), production))
                 .wrap(remember.clone())
-                .wrap(CsrfCookie)
+                .wrap(from_fn(csrf::send_cookie))
                 .wrap(from_fn(flash::expiry_notice))
                 .wrap(FlashMessagesFramework::builder(flashes).build())
                 .wrap(from_fn(http::refuse_unsupported))

@@ -14,6 +14,12 @@ use crate::support::{set_cookie, Browser, Db, Options, Store, TestApp, PASSWORD}
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
+/// An app on `db` and `store` with `vars` over the tests' settings.
+async fn app(db: Db, store: Store, vars: &[(&'static str, &str)]) -> TestApp {
+    let vars = vars.iter().map(|&(var, value)| (var, value.to_owned())).collect();
+    TestApp::spawn_with(db, store, Options { vars, ..Options::default() }).await
+}
+
 fn logins_in_database(app: &TestApp) -> i64 {
     logins::table.count().get_result(&mut app.connection()).unwrap()
 }
@@ -68,18 +74,16 @@ async fn a_login_racing_a_password_change_does_not_survive_it(app: TestApp) {
 
 #[tokio::test]
 async fn a_login_racing_a_password_change_does_not_survive_it_sqlite() {
-    let options = Options { vars: vec![("BCRYPT_COST", "10".into())], ..Options::default() };
     a_login_racing_a_password_change_does_not_survive_it(
-        TestApp::spawn_with(Db::Sqlite, Store::Cookie, options).await,
+        app(Db::Sqlite, Store::Cookie, &[("BCRYPT_COST", "10")]).await,
     )
     .await;
 }
 
 #[tokio::test]
 async fn a_login_racing_a_password_change_does_not_survive_it_postgres() {
-    let options = Options { vars: vec![("BCRYPT_COST", "10".into())], ..Options::default() };
     a_login_racing_a_password_change_does_not_survive_it(
-        TestApp::spawn_with(Db::Postgres, Store::Redis, options).await,
+        app(Db::Postgres, Store::Redis, &[("BCRYPT_COST", "10")]).await,
     )
     .await;
 }
@@ -101,18 +105,16 @@ async fn a_login_racing_log_out_everywhere_else_does_not_survive_it(app: TestApp
 
 #[tokio::test]
 async fn a_login_racing_log_out_everywhere_else_does_not_survive_it_sqlite() {
-    let options = Options { vars: vec![("BCRYPT_COST", "10".into())], ..Options::default() };
     a_login_racing_log_out_everywhere_else_does_not_survive_it(
-        TestApp::spawn_with(Db::Sqlite, Store::Database, options).await,
+        app(Db::Sqlite, Store::Database, &[("BCRYPT_COST", "10")]).await,
     )
     .await;
 }
 
 #[tokio::test]
 async fn a_login_racing_log_out_everywhere_else_does_not_survive_it_postgres() {
-    let options = Options { vars: vec![("BCRYPT_COST", "10".into())], ..Options::default() };
     a_login_racing_log_out_everywhere_else_does_not_survive_it(
-        TestApp::spawn_with(Db::Postgres, Store::Cookie, options).await,
+        app(Db::Postgres, Store::Cookie, &[("BCRYPT_COST", "10")]).await,
     )
     .await;
 }
@@ -157,20 +159,14 @@ async fn a_cookie_of_an_older_generation_stops_working(app: TestApp) {
 
 #[tokio::test]
 async fn a_cookie_of_an_older_generation_stops_working_sqlite() {
-    let vars = vec![("ROTATE_INTERVAL", "2s".into()), ("ROTATE_GRACE", "1s".into())];
-    a_cookie_of_an_older_generation_stops_working(
-        TestApp::spawn_with(Db::Sqlite, Store::Cookie, Options { vars, ..Options::default() }).await,
-    )
-    .await;
+    let vars = [("ROTATE_INTERVAL", "2s"), ("ROTATE_GRACE", "1s")];
+    a_cookie_of_an_older_generation_stops_working(app(Db::Sqlite, Store::Cookie, &vars).await).await;
 }
 
 #[tokio::test]
 async fn a_cookie_of_an_older_generation_stops_working_postgres() {
-    let vars = vec![("ROTATE_INTERVAL", "2s".into()), ("ROTATE_GRACE", "1s".into())];
-    a_cookie_of_an_older_generation_stops_working(
-        TestApp::spawn_with(Db::Postgres, Store::Cookie, Options { vars, ..Options::default() }).await,
-    )
-    .await;
+    let vars = [("ROTATE_INTERVAL", "2s"), ("ROTATE_GRACE", "1s")];
+    a_cookie_of_an_older_generation_stops_working(app(Db::Postgres, Store::Cookie, &vars).await).await;
 }
 
 /// A request carrying a session id retired within ROTATE_GRACE is served, but is never

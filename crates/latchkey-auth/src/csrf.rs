@@ -8,11 +8,12 @@
 //! whose `Origin` names another site, or whose `Sec-Fetch-Site` is `cross-site`, is refused.
 
 use std::future::{ready, Ready};
-use std::rc::Rc;
 
+use actix_web::body::MessageBody;
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::dev::{forward_ready, Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -213,57 +214,24 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
     }
 }
 
-/// Middleware that sends the cookie of a CSRF secret minted or renewed during the request
-/// (by a page's token, or by `log_in`/`log_out`), unless the response already sets it.
-#[derive(Clone, Copy, Default)]
-pub struct CsrfCookie;
-
-impl<S, B> Transform<S, ServiceRequest> for CsrfCookie
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: 'static,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Transform = CsrfCookieMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(CsrfCookieMiddleware { service: Rc::new(service) }))
+/// Middleware (for `actix_web::middleware::from_fn`) that sends the cookie of a CSRF secret
+/// minted or renewed during the request (by a page's token, or by `log_in`/`log_out`), unless
+/// the response already sets it.
+///
+/// ```no_run
+/// use actix_web::{middleware::from_fn, App};
+/// let app = App::new().wrap(from_fn(latchkey_auth::csrf::send_cookie));
+/// ```
+pub async fn send_cookie(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    let cookie = res.request().extensions().get::<CsrfToken>().and_then(|t| t.new_cookie.clone());
+    if let Some(cookie) = cookie {
+        if !res.response().cookies().any(|c| c.name() == cookie.name()) {
+            res.response_mut().add_cookie(&cookie).map_err(actix_web::error::ErrorInternalServerError)?;
+        }
     }
-}
-
-#[doc(hidden)]
-pub struct CsrfCookieMiddleware<S> {
-    service: Rc<S>,
-}
-
-impl<S, B> Service<ServiceRequest> for CsrfCookieMiddleware<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: 'static,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        Box::pin(async move {
-            let mut res = service.call(req).await?;
-            let cookie = res.request().extensions().get::<CsrfToken>().and_then(|t| t.new_cookie.clone());
-            if let Some(cookie) = cookie {
-                let already_set = res.response().cookies().any(|c| c.name() == cookie.name());
-                if !already_set {
-                    res.response_mut()
-                        .add_cookie(&cookie)
-                        .map_err(actix_web::error::ErrorInternalServerError)?;
-                }
-            }
-            Ok(res)
-        })
-    }
+    Ok(res)
 }

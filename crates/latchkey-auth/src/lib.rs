@@ -11,11 +11,12 @@
 //!   redirects and the [`client`]'s address behind trusted proxies.
 //!
 //! Register [`Auth`] as app data, and wrap the app in [`identity_middleware`], the session
-//! middleware of `latchkey-sessions`, and [`csrf::CsrfCookie`]:
+//! middleware of `latchkey-sessions`, and [`csrf::send_cookie`]:
 //!
 //! ```no_run
 //! use actix_web::{cookie::Key, web, App, HttpServer};
-//! use latchkey_auth::{csrf::CsrfCookie, identity_middleware, password::Hasher, Auth, LoginPolicy};
+//! use actix_web::middleware::from_fn;
+//! use latchkey_auth::{csrf, identity_middleware, password::Hasher, Auth, LoginPolicy};
 //! use latchkey_sessions::{Backend, Lifetimes, Store};
 //!
 //! # async fn example(pool: latchkey_db::Pool) -> anyhow::Result<()> {
@@ -25,7 +26,7 @@
 //! HttpServer::new(move || {
 //!     App::new()
 //!         .app_data(auth.clone())
-//!         .wrap(CsrfCookie)
+//!         .wrap(from_fn(csrf::send_cookie))
 //!         .wrap(identity_middleware())
 //!         .wrap(store.middleware(key.clone(), false))
 //! })
