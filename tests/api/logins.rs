@@ -200,13 +200,14 @@ matrix!(a_retired_id_is_served_but_never_renewed, [("ROTATE_INTERVAL", "1s"), ("
 /// one POST, and no orphan row is left behind.
 async fn a_login_from_a_browser_whose_login_ended_works(app: TestApp) {
     app.register("stale@example.com", PASSWORD).await;
+    // The form is loaded while logged in; no page view follows the revocation, so the login
+    // POST itself is the first request to meet the ended login.
+    let token = app.csrf_token("/shop").await;
     let other = app.new_browser();
     other.login("stale@example.com", PASSWORD).await;
     let ended = other.submit("/account/sessions", "/account/sessions/revoke-others", &[]).await;
     assert_eq!(ended.status(), StatusCode::SEE_OTHER);
 
-    // No page view in between: the login POST itself meets the ended login.
-    let token = app.csrf_token("/shop").await;
     let response = app
         .post_form(
             "/login",
