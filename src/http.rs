@@ -59,12 +59,16 @@ impl SecurityHeaders {
     }
 }
 
-/// Whether a response must never be stored by a cache: it goes to a logged-in visitor, it is
-/// a login or register page or their answer, or it sets or clears the session cookie.
+/// Whether a response must never be stored by a cache: it goes to a logged-in visitor (or one
+/// with a session), it is a login or register page or their answer, or it sets or clears the
+/// session cookie.
 fn is_private<B>(res: &ServiceResponse<B>, session_cookie: &str) -> bool {
     let req = res.request();
+    // Static files are served without loading the session: a visitor who has one may be
+    // logged in, so their files are not stored either.
     let logged_in = req.extensions().contains::<LoggedInSession>()
-        || req.extensions().get::<CurrentUser>().is_some_and(CurrentUser::is_authenticated);
+        || req.extensions().get::<CurrentUser>().is_some_and(CurrentUser::is_authenticated)
+        || req.cookie(session_cookie).is_some();
     let auth_page = matches!(req.path(), "/login" | "/register" | "/logout");
     let sets_session = res
         .headers()

@@ -85,10 +85,10 @@ impl Application {
 
         let server = HttpServer::new(move || {
             let flashes = FlashCookieStore::new(keys.flash.clone(), production);
-            App::new()
-                .app_data(state.clone())
-                .app_data(auth.clone())
-                // Innermost first: identity needs the session; errors from all become pages.
+            // Probes and static files answer without a session, so they never wait on (or fail
+            // with) the session store; every page goes through the session layers.
+            let pages = web::scope("")
+                // Innermost first: identity needs the session.
                 .wrap(identity_middleware())
                 .wrap(lifecycle.clone())
                 .wrap(store.middleware(keys.session.clone(), production))
@@ -96,13 +96,19 @@ impl Application {
                 .wrap(from_fn(csrf::send_cookie))
                 .wrap(from_fn(flash::expiry_notice))
                 .wrap(FlashMessagesFramework::builder(flashes).build())
+                .configure(routes::config)
+                .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound) }));
+            App::new()
+                .app_data(state.clone())
+                .app_data(auth.clone())
+                // Errors from every layer become pages; every response gets the headers.
                 .wrap(from_fn(http::refuse_unsupported))
                 .wrap(ErrorPages)
                 .wrap(from_fn(move |req, next| headers.apply(req, next)))
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+                .configure(routes::health::config)
                 .service(Files::new("/static", &static_dir))
-                .configure(routes::config)
-                .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound) }))
+                .service(pages)
         })
         .listen(listener)?
         .run();

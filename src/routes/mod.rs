@@ -10,13 +10,13 @@ pub mod shop;
 
 use actix_web::web::ServiceConfig;
 
-/// Registers every route.
+/// Registers every page route (the probes, `health`, are registered apart: they need no
+/// session).
 pub fn config(cfg: &mut ServiceConfig) {
     cfg.configure(pages::config)
         .configure(auth::config)
         .configure(account::config)
         .configure(session::config)
         .configure(preferences::config)
-        .configure(shop::config)
-        .configure(health::config);
+        .configure(shop::config);
 }
