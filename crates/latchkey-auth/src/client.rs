@@ -11,7 +11,9 @@ const USER_AGENT_MAX: usize = 512;
 /// The client's address and user agent, as recorded on logins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// The client's IP address (see [`client_ip`]); `None` when the peer is unknown.
     pub ip: Option<String>,
+    /// The `User-Agent` header, cut to 512 characters; `None` when absent or not text.
     pub user_agent: Option<String>,
 }
 

@@ -33,7 +33,10 @@ use crate::state::Auth;
 /// new secret.
 #[derive(Clone)]
 pub struct CsrfToken {
+    /// The value for the form's `csrf_token` field or the `X-CSRF-Token` header.
     pub token: String,
+    /// The cookie of a browser secret minted for this response, if one was; [`send_cookie`]
+    /// sends it.
     pub new_cookie: Option<Cookie<'static>>,
 }
 

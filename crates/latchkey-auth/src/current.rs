@@ -24,7 +24,9 @@ use crate::user::AuthUser;
 /// A user and the login they are logged in through.
 #[derive(Debug)]
 pub struct Authenticated<U> {
+    /// The user, as [`AuthUser::load`] read it for this request.
     pub user: U,
+    /// The login's row in the registry.
     pub login: Login,
 }
 
@@ -48,7 +50,9 @@ pub struct Authenticated<U> {
 /// }
 /// ```
 pub enum CurrentUser<U> {
+    /// No live login: never logged in, logged out, or the login ended.
     Anonymous,
+    /// A live login and its user.
     Authenticated(Rc<Authenticated<U>>),
 }
 
@@ -62,6 +66,7 @@ impl<U> Clone for CurrentUser<U> {
 }
 
 impl<U> CurrentUser<U> {
+    /// The user and their login, unless anonymous.
     pub fn authenticated(&self) -> Option<&Authenticated<U>> {
         match self {
             Self::Anonymous => None,
@@ -69,14 +74,17 @@ impl<U> CurrentUser<U> {
         }
     }
 
+    /// The user, unless anonymous.
     pub fn user(&self) -> Option<&U> {
         self.authenticated().map(|a| &a.user)
     }
 
+    /// The login, unless anonymous.
     pub fn login(&self) -> Option<&Login> {
         self.authenticated().map(|a| &a.login)
     }
 
+    /// Whether someone is logged in.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated().is_some()
     }
@@ -174,6 +182,7 @@ impl<U> Clone for LoginRequired<U> {
 }
 
 impl<U> LoginRequired<U> {
+    /// The login the user is logged in through.
     pub fn login(&self) -> &Login {
         &self.0.login
     }
@@ -206,6 +215,12 @@ impl<U: AuthUser> FromRequest for LoginRequired<U> {
 }
 
 /// Whether the request prefers JSON over HTML, from its `Accept` header.
+///
+/// ```
+/// use actix_web::test::TestRequest;
+/// let req = TestRequest::default().insert_header(("Accept", "application/json")).to_http_request();
+/// assert!(latchkey_auth::prefers_json(&req));
+/// ```
 pub fn prefers_json(req: &HttpRequest) -> bool {
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     accept.contains("application/json") && !accept.contains("text/html")

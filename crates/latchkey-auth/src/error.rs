@@ -10,7 +10,12 @@ pub enum AuthError {
     /// An anonymous visitor asked for a login-required resource: 303 to the login page, or
     /// 401 for a client that prefers JSON.
     #[error("login required")]
-    LoginRequired { next: String, wants_json: bool },
+    LoginRequired {
+        /// The path and query to come back to after logging in.
+        next: String,
+        /// Whether the client prefers JSON (see [`crate::prefers_json`]).
+        wants_json: bool,
+    },
     /// The CSRF token or the origin check failed (403); the reason is logged, not shown.
     #[error("forbidden: {0}")]
     CsrfRejected(&'static str),
@@ -29,6 +34,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// An [`AuthError::Internal`] from any error, for `map_err`.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self::Internal(cause.into())
     }

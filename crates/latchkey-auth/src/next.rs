@@ -11,6 +11,12 @@ const MAX_LEN: usize = 2048;
 /// protocol-relative to browsers), backslashes anywhere (some browsers read them as `/`),
 /// control characters and whitespace (browsers strip them, which can turn `/\t/host` into
 /// `//host`), and anything overlong.
+///
+/// ```
+/// use latchkey_auth::next::safe_next;
+/// assert_eq!(safe_next("/account?tab=devices"), Some("/account?tab=devices"));
+/// assert_eq!(safe_next("//evil.example"), None);
+/// ```
 pub fn safe_next(next: &str) -> Option<&str> {
     let ok = next.starts_with('/')
         && !next.starts_with("//")
@@ -42,6 +48,10 @@ const NEXT_QUERY: &AsciiSet = &CONTROLS
     .add(b'}');
 
 /// Percent-encodes a path and query for use as `?next=`.
+///
+/// ```
+/// assert_eq!(latchkey_auth::next::encode("/cart?item=1&qty=2"), "/cart%3Fitem%3D1%26qty%3D2");
+/// ```
 pub fn encode(path_and_query: &str) -> String {
     utf8_percent_encode(path_and_query, NEXT_QUERY).to_string()
 }

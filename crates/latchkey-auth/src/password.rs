@@ -21,12 +21,16 @@ pub const MAX_BYTES: usize = 1024;
 /// Why a new password was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewPasswordError {
+    /// Fewer characters than the minimum, which it carries.
     TooShort(usize),
+    /// More than [`MAX_BYTES`] bytes.
     TooLong,
+    /// The confirmation differs from the password.
     Mismatch,
 }
 
 impl NewPasswordError {
+    /// The message to show next to the form field.
     pub fn message(&self) -> String {
         match self {
             Self::TooShort(min) => format!("Use at least {min} characters."),
@@ -42,7 +46,14 @@ impl NewPasswordError {
 }
 
 /// The rules for a new password: any Unicode, at least `min_length` characters, at most
-/// `MAX_BYTES` bytes, typed the same twice.
+/// `MAX_BYTES` bytes, typed the same twice. Returns every problem found, none if it passes.
+///
+/// ```
+/// use latchkey_auth::password::{validate_new, NewPasswordError};
+/// assert!(validate_new("correct horse", "correct horse", 8).is_empty());
+/// let problems = validate_new("short", "shirt", 8);
+/// assert_eq!(problems, [NewPasswordError::TooShort(8), NewPasswordError::Mismatch]);
+/// ```
 pub fn validate_new(password: &str, confirmation: &str, min_length: usize) -> Vec<NewPasswordError> {
     let mut problems = Vec::new();
     if password.len() > MAX_BYTES {
@@ -90,15 +101,24 @@ pub fn cost_of(stored: &str) -> Option<u32> {
 }
 
 /// A password as typed: `Debug` never shows it, and it deserialises from a form field.
+///
+/// ```
+/// use latchkey_auth::password::Password;
+/// let password = Password::new("hunter2");
+/// assert_eq!(format!("{password:?}"), "Password([redacted])");
+/// assert_eq!(password.expose(), "hunter2");
+/// ```
 #[derive(Clone, Default, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Password(String);
 
 impl Password {
+    /// A password from anywhere but a form field (which deserialises into one directly).
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
+    /// The password itself, for hashing or verifying only.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -137,6 +157,7 @@ impl Hasher {
         Ok(Self { cost, dummy })
     }
 
+    /// The bcrypt cost new hashes are made at.
     pub fn cost(&self) -> u32 {
         self.cost
     }

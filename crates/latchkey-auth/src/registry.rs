@@ -14,11 +14,17 @@ pub mod schema {
         logins (id) {
             /// SHA-256 (hex) of the random token the session carries.
             id -> Text,
+            /// The user logged in.
             user_id -> Int4,
+            /// When the login began.
             created_at -> Timestamp,
+            /// The login's last request, written at most once per touch interval.
             last_seen_at -> Timestamp,
+            /// The client's IP address when the login began.
             ip -> Nullable<Text>,
+            /// The client's user agent when the login began.
             user_agent -> Nullable<Text>,
+            /// Whether "Remember me" was chosen.
             remember -> Bool,
             /// False once session protection saw the IP or user agent change.
             fresh -> Bool,
@@ -49,18 +55,28 @@ use schema::logins;
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = logins)]
 pub struct Login {
+    /// SHA-256 (hex) of the token the session carries; see [`token_id`].
     pub id: String,
+    /// The user logged in.
     pub user_id: i32,
     /// When the password (or other proof) was given.
     pub created_at: NaiveDateTime,
+    /// The login's last request, written at most once per touch interval.
     pub last_seen_at: NaiveDateTime,
+    /// The client's IP address when the login began.
     pub ip: Option<String>,
+    /// The client's user agent when the login began.
     pub user_agent: Option<String>,
+    /// Whether "Remember me" was chosen: no idle timeout, a longer lifetime.
     pub remember: bool,
     /// False once the client's IP or user agent changed (session protection `basic`).
     pub fresh: bool,
+    /// The user's credential epoch when the credentials were proved (see
+    /// [`AuthUser::credential_epoch`](crate::AuthUser::credential_epoch)).
     pub credential_epoch: i64,
+    /// Bumped every rotate interval where the session id cannot rotate.
     pub generation: i64,
+    /// When `generation` last changed.
     pub rotated_at: NaiveDateTime,
 }
 
@@ -68,18 +84,28 @@ pub struct Login {
 #[derive(Insertable)]
 #[diesel(table_name = logins)]
 pub struct NewLogin<'a> {
+    /// SHA-256 (hex) of the login's token; see [`token_id`].
     pub id: &'a str,
+    /// The user logging in.
     pub user_id: i32,
+    /// When the login begins.
     pub created_at: NaiveDateTime,
+    /// The login's last request; at first, when it begins.
     pub last_seen_at: NaiveDateTime,
+    /// The client's IP address.
     pub ip: Option<&'a str>,
+    /// The client's user agent.
     pub user_agent: Option<&'a str>,
+    /// Whether "Remember me" was chosen.
     pub remember: bool,
+    /// The user's credential epoch at the moment the password was checked.
     pub credential_epoch: i64,
+    /// When the current generation began; at first, when the login begins.
     pub rotated_at: NaiveDateTime,
 }
 
 impl NewLogin<'_> {
+    /// Records the login.
     pub fn insert(&self, conn: &mut DbConnection) -> QueryResult<()> {
         diesel::insert_into(logins::table).values(self).execute(conn).map(drop)
     }
@@ -95,14 +121,17 @@ pub fn token_id(token: &str) -> String {
 }
 
 impl Login {
+    /// The login with registry id `id`, if it exists (live or not).
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Login>> {
         logins::table.find(id).select(Login::as_select()).first(conn).optional()
     }
 
+    /// Records a request at `now` as the login's last.
     pub fn touch(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
         diesel::update(logins::table.find(id)).set(logins::last_seen_at.eq(now)).execute(conn).map(drop)
     }
 
+    /// Records that session protection saw the client change.
     pub fn mark_not_fresh(conn: &mut DbConnection, id: &str) -> QueryResult<()> {
         diesel::update(logins::table.find(id)).set(logins::fresh.eq(false)).execute(conn).map(drop)
     }
@@ -170,6 +199,7 @@ impl Login {
         diesel::delete(logins::table.filter(remembered_ended.or(ordinary_ended))).execute(conn)
     }
 
+    /// How many logins `user_id` has, live or not.
     pub fn count_for_user(conn: &mut DbConnection, user_id: i32) -> QueryResult<i64> {
         logins::table.filter(logins::user_id.eq(user_id)).count().get_result(conn)
     }

@@ -13,8 +13,15 @@ use crate::registry::Login;
 use crate::user::AuthUser;
 
 /// Flask-Login's `session_protection`: what happens when a login's IP or user agent changes.
+///
+/// ```
+/// use latchkey_auth::{LoginPolicy, Protection};
+/// assert_eq!(LoginPolicy::default().protection, Protection::Basic);
+/// let strict = LoginPolicy { protection: Protection::Strong, ..LoginPolicy::default() };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protection {
+    /// Ignore the change.
     Off,
     /// Mark the login not fresh and log it.
     Basic,
@@ -44,6 +51,7 @@ pub struct LoginPolicy {
     pub touch_interval: Duration,
     /// `Some` where the session id cannot rotate (the cookie store).
     pub generation_rotation: Option<Rotation>,
+    /// What a change of IP address or user agent does to a login.
     pub protection: Protection,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
@@ -106,7 +114,14 @@ impl LoginPolicy {
 /// What a login token is worth right now.
 pub enum Verdict<U> {
     /// The login holds. `generation` is set when the session must carry a new generation.
-    Live { login: Login, user: U, generation: Option<i64> },
+    Live {
+        /// The login's row, as refreshed by the check.
+        login: Login,
+        /// The login's user.
+        user: U,
+        /// The generation the session must carry from now on, if it changed.
+        generation: Option<i64>,
+    },
     /// Past its idle or absolute timeout; the row has been deleted.
     Expired,
     /// Ended by session protection (`strong`) or by a change of the user's credentials; the
@@ -207,15 +222,25 @@ pub fn check<U: AuthUser>(
 /// Seconds left before the login ends, as the idle-timeout warning reads them.
 #[derive(Debug, serde::Serialize)]
 pub struct LoginStatus {
+    /// Whether there is a live login.
     pub authenticated: bool,
     /// `None` for a remembered login, which has no idle timeout.
     pub idle_expires_in: Option<i64>,
+    /// Seconds until the absolute (or remembered) deadline; `None` when anonymous.
     pub absolute_expires_in: Option<i64>,
     /// How long before the idle timeout the page warns, in seconds.
     pub warn_before: i64,
 }
 
 impl LoginStatus {
+    /// The status of `login` (`None`: anonymous) under `policy`, as of now.
+    ///
+    /// ```
+    /// use latchkey_auth::{LoginPolicy, LoginStatus};
+    /// let status = LoginStatus::of(None, &LoginPolicy::default());
+    /// assert!(!status.authenticated && status.idle_expires_in.is_none());
+    /// assert_eq!(status.warn_before, 120);
+    /// ```
     pub fn of(login: Option<&Login>, policy: &LoginPolicy) -> Self {
         let warn_before = i64::try_from(policy.timeout_warning.as_secs()).unwrap_or(i64::MAX);
         let Some(login) = login else {

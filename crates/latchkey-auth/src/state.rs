@@ -62,18 +62,22 @@ impl Auth {
             .ok_or_else(|| AuthError::internal(anyhow::anyhow!("latchkey_auth::Auth is not registered")))
     }
 
+    /// The login policy every request is checked against.
     pub fn policy(&self) -> &LoginPolicy {
         &self.policy
     }
 
+    /// The password hasher.
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
     }
 
+    /// The pool holding the login registry.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    /// Whether cookies are `Secure` and `__Host-` prefixed.
     pub fn is_production(&self) -> bool {
         self.production
     }

@@ -29,6 +29,7 @@ use latchkey_db::DbConnection;
 /// }
 /// ```
 pub trait AuthUser: Send + 'static {
+    /// The user's id, as `logins.user_id` stores it.
     fn id(&self) -> i32;
 
     /// A number that moves on whenever the user's credentials change (password change, "log

@@ -27,7 +27,9 @@ use diesel::Connection;
 /// A connection to whichever backend the URL names. Queries are written once against it.
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
+    /// A PostgreSQL connection.
     Postgres(PgConnection),
+    /// A SQLite connection, with the pragmas [`ConnectionManager`] sets.
     Sqlite(SqliteConnection),
 }
 
@@ -37,7 +39,9 @@ pub type Pool = diesel::r2d2::Pool<ConnectionManager>;
 /// The database to use, chosen by the scheme of its URL. `Debug` hides PostgreSQL credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
+    /// The full `postgres://` URL, credentials included.
     Postgres(String),
+    /// The path of the SQLite file.
     Sqlite(PathBuf),
 }
 
@@ -102,6 +106,14 @@ pub struct ConnectionManager {
 }
 
 impl ConnectionManager {
+    /// A manager for `url`; nothing is opened until a connection is asked for.
+    ///
+    /// ```
+    /// use latchkey_db::{ConnectionManager, DatabaseUrl, DbConnection};
+    /// let manager = ConnectionManager::new(DatabaseUrl::parse(":memory:")?);
+    /// assert!(matches!(manager.connect()?, DbConnection::Sqlite(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(url: DatabaseUrl) -> Self {
         Self { url }
     }

@@ -24,6 +24,8 @@ pub mod schema {
             id -> Text,
             /// The state, as JSON.
             state -> Text,
+            /// When the state stops being served; expired rows wait for
+            /// [`purge_expired`](crate::database::purge_expired).
             expires_at -> Timestamp,
             /// Set when the id was replaced or deleted: it works until `expires_at` (the
             /// grace period) but is never written or extended again.
@@ -73,6 +75,7 @@ macro_rules! writable {
 }
 
 impl DatabaseStore {
+    /// A store over `pool`; a retired key keeps working for `grace`.
     pub fn new(pool: Pool, grace: Duration) -> Self {
         Self { pool, grace }
     }
@@ -95,6 +98,7 @@ impl DatabaseStore {
         Ok(row.and_then(|(json, retired)| serde_json::from_str(&json).ok().map(|state| (state, retired))))
     }
 
+    /// Stores new state under a fresh random key that lives for `ttl`, and returns the key.
     pub async fn save(&self, state: State, ttl: Duration) -> Result<SessionKey, SaveError> {
         let json = serde_json::to_string(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         let key = generate_session_key();
@@ -130,6 +134,7 @@ impl DatabaseStore {
         .map_err(|e| UpdateError::Other(e.into()))
     }
 
+    /// Makes a live, unretired key expire `ttl` from now; other keys are left alone.
     pub async fn update_ttl(&self, key: &SessionKey, ttl: Duration) -> Result<(), anyhow::Error> {
         let id = key_id(key);
         let now = now();

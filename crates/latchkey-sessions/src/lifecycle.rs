@@ -61,6 +61,7 @@ pub struct RememberCookie {
 }
 
 impl RememberCookie {
+    /// `production` must match the session middleware's, so the right cookie is found.
     pub fn new(lifetimes: &Lifetimes, production: bool) -> Self {
         Self { cookie_name: cookie_name(production), lifetime: lifetimes.remember_duration }
     }

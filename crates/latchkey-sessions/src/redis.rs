@@ -40,7 +40,17 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A store for `url`. It connects on first use, so the site starts (and answers 503)
-    /// while Redis is unreachable.
+    /// while Redis is unreachable. `limit` bounds every operation, connecting included; a
+    /// retired key keeps working for `grace`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use latchkey_sessions::{redis::RedisStore, Backend, Lifetimes, Store};
+    /// let (limit, grace) = (Duration::from_millis(500), Duration::from_secs(30));
+    /// let redis = RedisStore::new("redis://127.0.0.1:6379", limit, grace)?;
+    /// assert!(Store::new(Backend::Redis(redis), Lifetimes::default()).rotates_ids());
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
     pub fn new(url: &str, limit: Duration, grace: Duration) -> Result<Self, redis::RedisError> {
         Ok(Self {
             client: redis::Client::open(url)?,
@@ -116,6 +126,7 @@ impl RedisStore {
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()).map(|state| (state, marker.is_some())))
     }
 
+    /// Stores new state under a fresh random key that lives for `ttl`, and returns the key.
     pub async fn save(&self, state: State, ttl: Duration) -> Result<SessionKey, SaveError> {
         let json = serde_json::to_string(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         let key = generate_session_key();
@@ -168,6 +179,7 @@ impl RedisStore {
         Ok(written == 1)
     }
 
+    /// Makes an existing key expire `ttl` from now; a missing one stays missing.
     pub async fn update_ttl(&self, key: &SessionKey, ttl: Duration) -> Result<(), anyhow::Error> {
         let name = state_key(key.as_ref());
         let millis = millis(ttl);

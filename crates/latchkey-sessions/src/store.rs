@@ -36,10 +36,19 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store over `backend`, giving each session the lifetime `lifetimes` assigns it.
+    ///
+    /// ```
+    /// use latchkey_sessions::{Backend, Lifetimes, Store};
+    /// let store = Store::new(Backend::Cookie, Lifetimes::default());
+    /// assert!(!store.rotates_ids());
+    /// assert_eq!(store.describe(), "signed and encrypted cookies");
+    /// ```
     pub fn new(backend: Backend, lifetimes: Lifetimes) -> Self {
         Self { backend, lifetimes }
     }
 
+    /// Where this store keeps session state.
     pub fn backend(&self) -> &Backend {
         &self.backend
     }

@@ -25,10 +25,12 @@ pub struct SessionKey<T> {
 }
 
 impl<T> SessionKey<T> {
+    /// A key stored under `name`; keep names unique across the application.
     pub const fn new(name: &'static str) -> Self {
         Self { name, value: PhantomData }
     }
 
+    /// The name the value is stored under.
     pub const fn name(&self) -> &'static str {
         self.name
     }
@@ -78,10 +80,12 @@ pub mod keys {
 pub struct TypedSession(Session);
 
 impl TypedSession {
+    /// The session of `req`.
     pub fn of(req: &HttpRequest) -> Self {
         Self(req.get_session())
     }
 
+    /// Wraps a session already extracted from the request.
     pub fn from_session(session: Session) -> Self {
         Self(session)
     }
@@ -91,14 +95,17 @@ impl TypedSession {
         self.0.get(key.name).ok().flatten()
     }
 
+    /// Whether anything is stored under `key`, parsable or not.
     pub fn contains<T>(&self, key: SessionKey<T>) -> bool {
         self.0.contains_key(key.name)
     }
 
+    /// Stores `value` under `key`; fails only if the value does not serialise.
     pub fn insert<T: Serialize>(&self, key: SessionKey<T>, value: &T) -> Result<(), SessionInsertError> {
         self.0.insert(key.name, value)
     }
 
+    /// Removes whatever is stored under `key`.
     pub fn remove<T>(&self, key: SessionKey<T>) {
         self.0.remove(key.name);
     }
