@@ -14,6 +14,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,14 +26,24 @@ use diesel::r2d2::R2D2Connection;
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 
-/// A connection to whichever backend the URL names. Queries are written once against it.
-#[derive(diesel::MultiConnection)]
-pub enum DbConnection {
-    /// A PostgreSQL connection.
-    Postgres(PgConnection),
-    /// A SQLite connection, with the pragmas [`ConnectionManager`] sets.
-    Sqlite(SqliteConnection),
+/// `DbConnection` lives in a module of its own: diesel's `MultiConnection` derive generates
+/// public helper types beside it that cannot carry docs.
+#[allow(missing_docs)]
+mod connection {
+    use diesel::pg::PgConnection;
+    use diesel::sqlite::SqliteConnection;
+
+    /// A connection to whichever backend the URL names. Queries are written once against it.
+    #[derive(diesel::MultiConnection)]
+    pub enum DbConnection {
+        /// A PostgreSQL connection.
+        Postgres(PgConnection),
+        /// A SQLite connection, with the pragmas [`ConnectionManager`](crate::ConnectionManager) sets.
+        Sqlite(SqliteConnection),
+    }
 }
+
+pub use connection::*;
 
 /// The connection pool.
 pub type Pool = diesel::r2d2::Pool<ConnectionManager>;
