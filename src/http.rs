@@ -29,8 +29,11 @@ pub async fn refuse_unsupported(
     if size > HEADER_LIMIT {
         return Err(AppError::HeadersTooLarge.into());
     }
-    let encoding = req.headers().get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    if encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+    // Every Content-Encoding header, each a list: anything but `identity` is refused.
+    let encoded = req.headers().get_all(header::CONTENT_ENCODING).any(|value| {
+        value.to_str().map_or(true, |v| v.split(',').any(|e| !e.trim().eq_ignore_ascii_case("identity")))
+    });
+    if encoded {
         return Err(AppError::UnsupportedEncoding.into());
     }
     next.call(req).await
@@ -67,7 +70,7 @@ fn is_private<B>(res: &ServiceResponse<B>, session_cookie: &str) -> bool {
     // Static files are served without loading the session: a visitor who has one may be
     // logged in, so their files are not stored either.
     let logged_in = req.extensions().contains::<LoggedInSession>()
-        || req.extensions().get::<CurrentUser>().is_some_and(CurrentUser::is_authenticated)
+        || CurrentUser::cached(req).is_some_and(|user| user.is_authenticated())
         || req.cookie(session_cookie).is_some();
     let auth_page = matches!(req.path(), "/login" | "/register" | "/logout");
     let sets_session = res

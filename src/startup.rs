@@ -14,12 +14,13 @@ use latchkey_auth::csrf;
 use latchkey_auth::password::Hasher;
 use latchkey_auth::{identity_middleware, Auth, LoginPolicy};
 use latchkey_sessions::redis::RedisStore;
-use latchkey_sessions::{cookie_name, Backend, Lifecycle, RememberCookie, Store};
+use latchkey_sessions::{cookie_name, Backend, Lifecycle, SessionCookie, Store};
 
 use crate::db::{self, DbError, Pool};
 use crate::error::AppError;
 use crate::http::{self, SecurityHeaders};
 use crate::keys::Keys;
+use crate::models::User;
 use crate::pages::flash::{self, FlashCookieStore};
 use crate::pages::{assets, ErrorPages};
 use crate::routes;
@@ -79,7 +80,7 @@ impl Application {
                 .with_login_hook(MergeGuestCart),
         );
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
-        let remember = RememberCookie::new(&lifetimes, production);
+        let remember = SessionCookie::new(&lifetimes, production);
         let headers = SecurityHeaders { production, session_cookie: cookie_name(production) };
         let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), redis });
 
@@ -169,7 +170,7 @@ pub async fn purge(
     let policy = policy.clone();
     let now = chrono::Utc::now().naive_utc();
     db::run(pool, move |conn| {
-        let logins = policy.purge_expired(conn, now)?;
+        let logins = policy.purge_expired(conn, now)? + User::purge_stale_logins(conn)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
         Ok((logins, sessions))

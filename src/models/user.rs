@@ -87,6 +87,17 @@ impl User {
             .map(|n| n > 0)
     }
 
+    /// Deletes logins proved with credentials their user no longer has (a login whose
+    /// password check raced a password change inserts its row after the change); returns how
+    /// many. They are dead already; this keeps the table from holding them.
+    pub fn purge_stale_logins(conn: &mut DbConnection) -> QueryResult<usize> {
+        diesel::sql_query(
+            "DELETE FROM logins WHERE credential_epoch <> \
+             (SELECT credential_epoch FROM users WHERE users.id = logins.user_id)",
+        )
+        .execute(conn)
+    }
+
     pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
         users::table.count().get_result(conn)
     }

@@ -10,7 +10,7 @@ pub mod flash;
 pub mod preferences;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use actix_web_flash_messages::{IncomingFlashMessages, Level};
 use futures_util::future::LocalBoxFuture;
 use latchkey_auth::csrf::CsrfToken;
@@ -179,7 +179,7 @@ fn render_layout(
 /// cannot be rendered, it answers with plain text. It never queries the database (which may
 /// be the thing that is down): the user shown is the one already resolved for this request.
 pub fn render_error(req: &HttpRequest, status: StatusCode, page: &ErrorPage) -> HttpResponse {
-    let user = req.extensions().get::<CurrentUser>().cloned().unwrap_or(CurrentUser::Anonymous);
+    let user = CurrentUser::cached(req).unwrap_or(CurrentUser::Anonymous);
     let layout = Layout::of(req, &user);
     render_error_in(layout, status, page)
 }

@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
+use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use tera::Context;
 
@@ -104,9 +105,11 @@ async fn devices(
     let policy = Auth::of(page.request())?.policy();
     let now = chrono::Utc::now().naive_utc();
     let current = &user.login().id;
+    // Live: within its timeouts, and proved with the current credentials (a login whose
+    // password check raced a password change is dead, even before its next request says so).
     let devices: Vec<Device> = logins
         .into_iter()
-        .filter(|login| policy.is_live(login, now))
+        .filter(|login| policy.is_live(login, now) && login.credential_epoch == user.credential_epoch)
         .map(|login| Device::of(login, current))
         .collect();
     let mut context = Context::new();
@@ -219,9 +222,11 @@ async fn change_password(
     // The new hash moves the credential epoch on: every login made with the old password
     // ends, even one whose password check is still running. Their rows go too.
     let (updated, ended) = db::run(&state.pool, move |conn| {
-        let updated = User::set_password_hash(conn, user_id, &hash, now)?;
-        let ended = Login::delete_others(conn, user_id, "")?;
-        Ok((updated, ended))
+        conn.transaction(|conn| {
+            let updated = User::set_password_hash(conn, user_id, &hash, now)?;
+            let ended = Login::delete_others(conn, user_id, "")?;
+            Ok((updated, ended))
+        })
     })
     .await?;
     latchkey_auth::log_in(page.request(), &updated, user.login().remember).await?;

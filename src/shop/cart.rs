@@ -180,7 +180,10 @@ pub struct MergeGuestCart;
 
 impl LoginHook for MergeGuestCart {
     fn prepare(&self, req: &HttpRequest) -> LoginWork {
-        let cart = GuestCart::load(&TypedSession::of(req));
+        let session = TypedSession::of(req);
+        // A retired session (a login POST sent twice, say) was merged by the request that
+        // retired it: its copy of the cart must not be added again.
+        let cart = if session.is_retired() { GuestCart::default() } else { GuestCart::load(&session) };
         Box::new(move |conn, user_id| {
             let merged = cart.merge_into(conn, user_id)?;
             if merged > 0 {

@@ -47,6 +47,17 @@ async fn a_compressed_body_is_refused_with_415_and_changes_nothing() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(is_html_page(&response));
+    let hidden = app
+        .request(Method::POST, "/register")
+        .header("Origin", &app.address)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Content-Encoding", "identity")
+        .header("Content-Encoding", "identity, br")
+        .body("email=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "a second header, a list");
     assert!(!app.is_logged_in().await);
     assert_eq!(app.login("zip@example.com", "x").await.status(), StatusCode::UNAUTHORIZED);
 }

@@ -12,7 +12,8 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
-use latchkey_sessions::{keys, TypedSession};
+use latchkey_sessions::{keys, ServedInGrace, TypedSession};
+use tokio::sync::OnceCell;
 
 use crate::client::ClientInfo;
 use crate::error::AuthError;
@@ -92,19 +93,36 @@ impl<U> CurrentUser<U> {
 
 impl<U: AuthUser> CurrentUser<U> {
     /// Resolves the user once per request and caches the answer in the request extensions.
+    ///
+    /// actix extracts a handler's arguments together, so `LoginRequired` and a page extractor
+    /// ask at the same moment: the first to ask runs the check and the others wait for its
+    /// answer, rather than each checking (twice the work, and two rotations of one login).
     pub async fn resolve(req: &HttpRequest) -> Result<Self, AuthError> {
-        if let Some(cached) = req.extensions().get::<Self>() {
-            return Ok(cached.clone());
-        }
-        Self::resolve_with(req, Touch::Throttled).await
+        let cell = Resolution::<U>::cell(req);
+        cell.get_or_try_init(|| Self::load(req, Touch::Throttled)).await.cloned()
     }
 
     /// Resolves the user with an explicit `touch` rule, bypassing the cache (login status and
     /// "stay signed in" need exactly this), and caches the answer.
     pub async fn resolve_with(req: &HttpRequest, touch: Touch) -> Result<Self, AuthError> {
         let resolved = Self::load(req, touch).await?;
-        req.extensions_mut().insert(resolved.clone());
+        Self::remember(req, resolved.clone());
         Ok(resolved)
+    }
+
+    /// The answer already resolved for this request, if any (without checking anything).
+    pub fn cached(req: &HttpRequest) -> Option<Self> {
+        req.extensions().get::<Resolution<U>>().and_then(|r| r.0.get().cloned())
+    }
+
+    /// Makes `user` this request's answer (after a login or logout in the request).
+    pub(crate) fn remember(req: &HttpRequest, user: Self) {
+        req.extensions_mut().insert(Resolution(Rc::new(OnceCell::new_with(Some(user)))));
+    }
+
+    /// Forgets this request's answer, so the next extractor checks again.
+    pub(crate) fn forget_cached(req: &HttpRequest) {
+        req.extensions_mut().remove::<Resolution<U>>();
     }
 
     async fn load(req: &HttpRequest, touch: Touch) -> Result<Self, AuthError> {
@@ -123,9 +141,12 @@ impl<U: AuthUser> CurrentUser<U> {
         })
         .await?;
         match verdict {
-            Verdict::Live { login, user, generation } => {
+            Verdict::Live { login, user, generation, in_grace } => {
                 if let Some(generation) = generation {
                     session.insert(keys::LOGIN_GENERATION, &generation).map_err(AuthError::internal)?;
+                }
+                if in_grace {
+                    req.extensions_mut().insert(ServedInGrace);
                 }
                 Ok(Self::Authenticated(Rc::new(Authenticated { user, login })))
             }
@@ -139,6 +160,22 @@ impl<U: AuthUser> CurrentUser<U> {
                 Ok(Self::Anonymous)
             }
         }
+    }
+}
+
+/// This request's answer to "who is it?", shared by every extractor that asks.
+struct Resolution<U>(Rc<OnceCell<CurrentUser<U>>>);
+
+impl<U: 'static> Resolution<U> {
+    /// The request's cell, created empty by the first to ask.
+    fn cell(req: &HttpRequest) -> Rc<OnceCell<CurrentUser<U>>> {
+        let mut extensions = req.extensions_mut();
+        if let Some(resolution) = extensions.get::<Resolution<U>>() {
+            return Rc::clone(&resolution.0);
+        }
+        let cell = Rc::new(OnceCell::new());
+        extensions.insert(Resolution(Rc::clone(&cell)));
+        cell
     }
 }
 

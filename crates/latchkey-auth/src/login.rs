@@ -5,7 +5,7 @@ use actix_web::{HttpMessage, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::Connection;
-use latchkey_sessions::{keys, TypedSession};
+use latchkey_sessions::{keys, ServedInGrace, TypedSession};
 use rand::RngCore;
 
 use crate::client::ClientInfo;
@@ -69,7 +69,9 @@ pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) ->
         .and_then(|()| session.insert(keys::ROTATED, &unix_now))
         .and_then(|()| session.insert(keys::LOGIN_GENERATION, &0))
         .map_err(AuthError::internal)?;
-    req.extensions_mut().remove::<CurrentUser<U>>();
+    CurrentUser::<U>::forget_cached(req);
+    // A new login's cookie must reach the browser, even from a session served in grace.
+    req.extensions_mut().remove::<ServedInGrace>();
     csrf::renew(req)
 }
 
@@ -79,7 +81,8 @@ pub async fn log_out<U: AuthUser>(req: &HttpRequest) -> Result<(), AuthError> {
     end_current(req).await?;
     forget(req);
     TypedSession::of(req).purge();
-    req.extensions_mut().insert(CurrentUser::<U>::Anonymous);
+    CurrentUser::<U>::remember(req, CurrentUser::Anonymous);
+    req.extensions_mut().remove::<ServedInGrace>();
     csrf::renew(req)
 }
 
@@ -100,7 +103,7 @@ pub async fn end_other_logins<U: AuthUser>(
         })
     })
     .await?;
-    req.extensions_mut().remove::<CurrentUser<U>>();
+    CurrentUser::<U>::forget_cached(req);
     Ok(ended)
 }
 

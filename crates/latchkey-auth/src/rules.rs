@@ -121,6 +121,9 @@ pub enum Verdict<U> {
         user: U,
         /// The generation the session must carry from now on, if it changed.
         generation: Option<i64>,
+        /// The session carries the previous generation, within its grace period: served, but
+        /// it must not send its (old) cookie back.
+        in_grace: bool,
     },
     /// Past its idle or absolute timeout; the row has been deleted.
     Expired,
@@ -163,9 +166,17 @@ pub fn check<U: AuthUser>(
         return Ok(Verdict::Missing);
     };
     if login.credential_epoch != user.credential_epoch() {
-        Login::delete(conn, id)?;
-        log::info!("a login of user {} ended: its credentials changed", login.user_id);
-        return Ok(Verdict::Ended);
+        // "Log out everywhere else" may have moved the user and this very login on between
+        // the two reads: read the login again before ending it.
+        match Login::find(conn, id)? {
+            Some(again) if again.credential_epoch == user.credential_epoch() => login = again,
+            Some(_) => {
+                Login::delete(conn, id)?;
+                log::info!("a login of user {} ended: its credentials changed", login.user_id);
+                return Ok(Verdict::Ended);
+            }
+            None => return Ok(Verdict::Missing),
+        }
     }
     if !policy.is_live(&login, now) {
         Login::delete(conn, id)?;
@@ -189,21 +200,26 @@ pub fn check<U: AuthUser>(
             }
         }
     }
-    let mut carried = None;
+    let (mut carried, mut in_grace) = (None, false);
     if let Some(rotation) = policy.generation_rotation {
         let since_rotation = now - login.rotated_at;
         if generation == login.generation {
             if since_rotation >= delta(rotation.interval) {
                 if !Login::advance_generation(conn, id, login.generation, now)? {
                     // A concurrent request of this session moved it first: follow it.
-                    login = Login::find(conn, id)?.ok_or(diesel::result::Error::NotFound)?;
+                    let Some(moved) = Login::find(conn, id)? else {
+                        return Ok(Verdict::Missing);
+                    };
+                    login = moved;
                 } else {
                     login.generation += 1;
                     login.rotated_at = now;
                 }
                 carried = Some(login.generation);
             }
-        } else if !(generation == login.generation - 1 && since_rotation < delta(rotation.grace)) {
+        } else if generation == login.generation - 1 && since_rotation < delta(rotation.grace) {
+            in_grace = true;
+        } else {
             return Ok(Verdict::Superseded);
         }
     }
@@ -216,7 +232,7 @@ pub fn check<U: AuthUser>(
         Login::touch(conn, id, now)?;
         login.last_seen_at = now;
     }
-    Ok(Verdict::Live { login, user, generation: carried })
+    Ok(Verdict::Live { login, user, generation: carried, in_grace })
 }
 
 /// Seconds left before the login ends, as the idle-timeout warning reads them.

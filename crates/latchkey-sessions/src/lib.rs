@@ -4,13 +4,14 @@
 //!   ([`redis::RedisStore`]) or the database ([`database::DatabaseStore`]), chosen at run time.
 //!   Each session gets its own server-side lifetime ([`Lifetimes`]), and a replaced id is
 //!   retired with a grace period rather than deleted.
-//! - [`Lifecycle`] and [`RememberCookie`]: middleware that refresh and rotate sessions that
-//!   hold a login, and make the cookie of a remembered login persistent.
+//! - [`Lifecycle`] and [`SessionCookie`]: middleware that refresh and rotate sessions that
+//!   hold a login, make the cookie of a remembered login persistent, and keep a request served
+//!   in a grace period from sending an old cookie back.
 //! - [`TypedSession`] and [`keys`]: every key of the session state, with its type.
 //!
 //! ```no_run
 //! use actix_web::{cookie::Key, App, HttpServer};
-//! use latchkey_sessions::{Backend, Lifecycle, Lifetimes, RememberCookie, Store};
+//! use latchkey_sessions::{Backend, Lifecycle, Lifetimes, SessionCookie, Store};
 //!
 //! # async fn example() -> anyhow::Result<()> {
 //! let lifetimes = Lifetimes::default();
@@ -20,7 +21,7 @@
 //!     App::new()
 //!         .wrap(Lifecycle::new(&lifetimes, store.rotates_ids()))
 //!         .wrap(store.middleware(key.clone(), false))
-//!         .wrap(RememberCookie::new(&lifetimes, false))
+//!         .wrap(SessionCookie::new(&lifetimes, false))
 //! })
 //! .bind("127.0.0.1:0")?;
 //! # Ok(()) }
@@ -36,7 +37,7 @@ mod typed;
 
 use std::time::Duration;
 
-pub use lifecycle::{Lifecycle, LoggedInSession, RememberCookie};
+pub use lifecycle::{Lifecycle, LoggedInSession, ServedInGrace, SessionCookie};
 pub use store::{Backend, Store, COOKIE_STATE_LIMIT};
 pub use typed::{keys, SessionKey, TypedSession};
 

@@ -4,10 +4,13 @@
 //!   most once per touch interval (extending its server-side lifetime and re-issuing its
 //!   cookie), and replaces its id every rotate interval where ids name server-side state. A
 //!   retired id being served in its grace period is neither refreshed nor rotated.
-//! - [`RememberCookie`] (outside it) makes the session cookie persistent for logins that chose
-//!   "Remember me". actix-session has one lifecycle for every session (actix-extras #266), so
-//!   the per-login choice is kept in the session ([`keys::REMEMBER`]) and applied here by
-//!   giving the outgoing cookie a `Max-Age`; without it the cookie ends with the browser.
+//! - [`SessionCookie`] (outside it) adjusts the outgoing session cookie. It makes the cookie
+//!   persistent for logins that chose "Remember me": actix-session has one lifecycle for every
+//!   session (actix-extras #266), so the per-login choice is kept in the session
+//!   ([`keys::REMEMBER`]) and applied here by giving the outgoing cookie a `Max-Age`; without
+//!   it the cookie ends with the browser. And it withholds the cookie from a request served in
+//!   a grace period ([`ServedInGrace`]), which must not send the browser back an old cookie
+//!   after a concurrent request has given it a new one.
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -26,7 +29,14 @@ use crate::{cookie_name, keys, Lifetimes, TypedSession};
 #[derive(Debug, Clone, Copy)]
 pub struct LoggedInSession;
 
-/// Marks a request whose session is a remembered login (read by `RememberCookie`).
+/// In the request extensions when the request is served on a session in its grace period: a
+/// retired id (set here), or in the auth layer a login's previous generation. [`SessionCookie`]
+/// then sends no session cookie, so a concurrent request's new cookie is the one the browser
+/// keeps. A login or logout in the request removes the mark: its cookie must go out.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedInGrace;
+
+/// Marks a request whose session is a remembered login (read by `SessionCookie`).
 #[derive(Clone, Copy)]
 struct Remembered;
 
@@ -53,14 +63,15 @@ impl Lifecycle {
     }
 }
 
-/// Makes the session cookie of remembered logins persistent for `remember_duration`.
+/// Makes the session cookie of remembered logins persistent for `remember_duration`, and
+/// withholds it from requests [`ServedInGrace`]; see the module docs.
 #[derive(Clone)]
-pub struct RememberCookie {
+pub struct SessionCookie {
     cookie_name: &'static str,
     lifetime: Duration,
 }
 
-impl RememberCookie {
+impl SessionCookie {
     /// `production` must match the session middleware's, so the right cookie is found.
     pub fn new(lifetimes: &Lifetimes, production: bool) -> Self {
         Self { cookie_name: cookie_name(production), lifetime: lifetimes.remember_duration }
@@ -94,7 +105,7 @@ macro_rules! transform {
 }
 
 transform!(Lifecycle, LifecycleMiddleware);
-transform!(RememberCookie, RememberCookieMiddleware);
+transform!(SessionCookie, SessionCookieMiddleware);
 
 impl<S, B> Service<ServiceRequest> for LifecycleMiddleware<S>
 where
@@ -109,6 +120,9 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let session = TypedSession::of(req.request());
+        if session.is_retired() {
+            req.extensions_mut().insert(ServedInGrace);
+        }
         if session.contains(keys::IDENTITY) {
             req.extensions_mut().insert(LoggedInSession);
             if !is_passive(req.path()) && !session.is_retired() {
@@ -139,7 +153,7 @@ where
     }
 }
 
-impl<S, B> Service<ServiceRequest> for RememberCookieMiddleware<S>
+impl<S, B> Service<ServiceRequest> for SessionCookieMiddleware<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
     B: 'static,
@@ -155,6 +169,10 @@ where
         let config = self.config.clone();
         Box::pin(async move {
             let mut res = service.call(req).await?;
+            if res.request().extensions().contains::<ServedInGrace>() {
+                withhold(res.headers_mut(), config.cookie_name);
+                return Ok(res);
+            }
             if res.request().extensions().get::<Remembered>().is_none() {
                 return Ok(res);
             }
@@ -183,5 +201,21 @@ where
             }
             Ok(res)
         })
+    }
+}
+
+/// Removes every `Set-Cookie` of the cookie called `name`.
+fn withhold(headers: &mut actix_web::http::header::HeaderMap, name: &str) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .filter(|value| {
+            let cookie_name = value.to_str().ok().and_then(|v| v.split_once('=')).map(|(n, _)| n.trim());
+            cookie_name != Some(name)
+        })
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for value in kept {
+        headers.append(SET_COOKIE, value);
     }
 }

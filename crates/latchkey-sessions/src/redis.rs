@@ -94,7 +94,10 @@ impl RedisStore {
         &self,
         run: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Result<T, anyhow::Error> {
-        let mut conn = self.connection().await?;
+        // Waiting for another request's reconnect counts against the same limit.
+        let mut conn = tokio::time::timeout(self.limit, self.connection())
+            .await
+            .map_err(|_| anyhow::anyhow!("no Redis connection within {:?}", self.limit))??;
         match tokio::time::timeout(self.limit, run(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
@@ -195,9 +198,11 @@ impl RedisStore {
         let (name, retired) = (state_key(key.as_ref()), retired_key(key.as_ref()));
         let grace = millis(self.grace).max(1);
         // PEXPIRE … LT only ever shortens the remaining time; the marker stops updates from
-        // requests still in flight from extending it again.
+        // requests still in flight from extending it again. MULTI/EXEC: no update of another
+        // instance can land between the two.
         self.query(async |conn| {
             redis::pipe()
+                .atomic()
                 .cmd("PEXPIRE")
                 .arg(&name)
                 .arg(grace)

@@ -68,7 +68,7 @@ impl Store {
     }
 
     /// The session middleware over this store: an HttpOnly, SameSite=Lax cookie that ends with
-    /// the browser unless [`crate::RememberCookie`] makes it persistent.
+    /// the browser unless [`crate::SessionCookie`] makes it persistent.
     pub fn middleware(&self, key: Key, production: bool) -> SessionMiddleware<Store> {
         SessionMiddleware::builder(self.clone(), key)
             .cookie_name(cookie_name(production).to_owned())
