@@ -172,30 +172,19 @@ async fn a_cookie_of_an_older_generation_stops_working(app: TestApp) {
     assert!(app.is_logged_in().await);
 }
 
+/// Rotation every 2 s with 1 s of grace. IDLE_TIMEOUT=10s refreshes the session every
+/// second, so the request in grace writes its session and would send its old cookie back.
+const GENERATIONS: [(&str, &str); 4] =
+    [("ROTATE_INTERVAL", "2s"), ("ROTATE_GRACE", "1s"), ("IDLE_TIMEOUT", "10s"), ("TIMEOUT_WARNING", "5s")];
+
 #[tokio::test]
 async fn a_cookie_of_an_older_generation_stops_working_sqlite() {
-    // IDLE_TIMEOUT=10s: the session is refreshed every second, so the request in grace writes
-    // its session, and would send its old cookie back.
-    let vars = [
-        ("ROTATE_INTERVAL", "2s"),
-        ("ROTATE_GRACE", "1s"),
-        ("IDLE_TIMEOUT", "10s"),
-        ("TIMEOUT_WARNING", "5s"),
-    ];
-    a_cookie_of_an_older_generation_stops_working(app(Db::Sqlite, Store::Cookie, &vars).await).await;
+    a_cookie_of_an_older_generation_stops_working(app(Db::Sqlite, Store::Cookie, &GENERATIONS).await).await;
 }
 
 #[tokio::test]
 async fn a_cookie_of_an_older_generation_stops_working_postgres() {
-    // IDLE_TIMEOUT=10s: the session is refreshed every second, so the request in grace writes
-    // its session, and would send its old cookie back.
-    let vars = [
-        ("ROTATE_INTERVAL", "2s"),
-        ("ROTATE_GRACE", "1s"),
-        ("IDLE_TIMEOUT", "10s"),
-        ("TIMEOUT_WARNING", "5s"),
-    ];
-    a_cookie_of_an_older_generation_stops_working(app(Db::Postgres, Store::Cookie, &vars).await).await;
+    a_cookie_of_an_older_generation_stops_working(app(Db::Postgres, Store::Cookie, &GENERATIONS).await).await;
 }
 
 /// A request carrying a session id retired within ROTATE_GRACE is served, but is never
