@@ -46,8 +46,7 @@ impl Cli {
             }
             Command::Sessions { action: SessionsCommand::Purge } => {
                 let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
-                let policy =
-                    settings.sessions.login_policy(settings.session_store != SessionStoreKind::Cookie);
+                let policy = settings.login_policy();
                 let in_database = settings.session_store == SessionStoreKind::Database;
                 let (logins, sessions) = startup::purge(&pool, &policy, in_database)
                     .await

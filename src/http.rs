@@ -5,10 +5,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{guard, web, HttpMessage, Route};
-use latchkey_sessions::LoggedInSession;
+use actix_web::{guard, web, Route};
 
-use crate::auth::CurrentUser;
 use crate::error::AppError;
 
 /// The most header data a request may carry, names and values together.
@@ -62,23 +60,22 @@ impl SecurityHeaders {
     }
 }
 
-/// Whether a response must never be stored by a cache: it goes to a logged-in visitor (or one
-/// with a session), it is a login or register page or their answer, or it sets or clears the
-/// session cookie.
+/// Whether a response must never be stored by a cache: it goes to a visitor with a session
+/// (every logged-in visitor has one; static files are served without loading it, so having one
+/// is what counts), it is a login or register page or their answer, or it sets or clears the
+/// session cookie (a login or logout in this very request).
 fn is_private<B>(res: &ServiceResponse<B>, session_cookie: &str) -> bool {
     let req = res.request();
-    // Static files are served without loading the session: a visitor who has one may be
-    // logged in, so their files are not stored either.
-    let logged_in = req.extensions().contains::<LoggedInSession>()
-        || CurrentUser::cached(req).is_some_and(|user| user.is_authenticated())
-        || req.cookie(session_cookie).is_some();
+    let has_session = req.cookie(session_cookie).is_some();
     let auth_page = matches!(req.path(), "/login" | "/register" | "/logout");
-    let sets_session = res
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .any(|cookie| cookie.split_once('=').is_some_and(|(name, _)| name.trim() == session_cookie));
-    logged_in || auth_page || sets_session
+    let sets_session =
+        res.headers().get_all(header::SET_COOKIE).any(|value| set_cookie_name(value) == Some(session_cookie));
+    has_session || auth_page || sets_session
+}
+
+/// The name of the cookie a `Set-Cookie` header sets.
+pub fn set_cookie_name(value: &HeaderValue) -> Option<&str> {
+    value.to_str().ok().and_then(|v| v.split_once('=')).map(|(name, _)| name.trim())
 }
 
 /// Writes the security headers: no framing, no sniffing, scripts, styles and forms only from

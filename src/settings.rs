@@ -336,6 +336,12 @@ impl Settings {
     pub fn is_production(&self) -> bool {
         self.app_env == AppEnv::Production
     }
+
+    /// What the auth layer needs: the session policy, with the login generation rotating
+    /// where session ids cannot (the cookie store).
+    pub fn login_policy(&self) -> LoginPolicy {
+        self.sessions.login_policy(self.session_store != SessionStoreKind::Cookie)
+    }
 }
 
 fn parse_number<T: std::str::FromStr>(

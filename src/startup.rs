@@ -71,7 +71,7 @@ impl Application {
 
         let keys = Keys::derive(&settings.secret_key);
         let lifetimes = settings.sessions.lifetimes();
-        let policy = settings.sessions.login_policy(store.rotates_ids());
+        let policy = settings.login_policy();
         let hasher = Hasher::new(settings.bcrypt_cost).await?;
         let sessions_in_database = matches!(store.backend(), Backend::Database(_));
         spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);

@@ -110,9 +110,9 @@ where
 fn keep_cookies(response: &mut HttpResponse, cookies: Vec<header::HeaderValue>) {
     let set_by_page: Vec<String> = response.cookies().map(|c| c.name().to_owned()).collect();
     for value in cookies {
-        let name =
-            value.to_str().ok().and_then(|v| v.split_once('=')).map(|(name, _)| name.trim().to_owned());
-        if name.is_some_and(|name| !set_by_page.contains(&name)) {
+        let kept =
+            crate::http::set_cookie_name(&value).is_some_and(|name| !set_by_page.iter().any(|n| n == name));
+        if kept {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }

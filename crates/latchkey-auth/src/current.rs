@@ -134,7 +134,7 @@ impl<U: AuthUser> CurrentUser<U> {
         let id = token_id(&token);
         let generation = session.get(keys::LOGIN_GENERATION).unwrap_or(0);
         let now = chrono::Utc::now().naive_utc();
-        let policy = auth.policy.clone();
+        let policy = std::sync::Arc::clone(&auth.policy);
         let client = ClientInfo::of(req, &policy.trusted_proxies);
         let verdict = latchkey_db::run(&auth.pool, move |conn| {
             check::<U>(conn, &id, generation, now, &policy, &client, touch)

@@ -29,7 +29,8 @@ pub trait LoginHook: Send + Sync + 'static {
 /// What the extractors and `log_in`/`log_out` need; see the crate docs for registering it.
 pub struct Auth {
     pub(crate) pool: Pool,
-    pub(crate) policy: LoginPolicy,
+    /// Shared with the blocking pool's closures, so a check does not copy it.
+    pub(crate) policy: Arc<LoginPolicy>,
     pub(crate) hasher: Hasher,
     pub(crate) csrf_key: Vec<u8>,
     pub(crate) production: bool,
@@ -46,7 +47,7 @@ impl Auth {
         csrf_key: impl Into<Vec<u8>>,
         production: bool,
     ) -> Self {
-        Self { pool, policy, hasher, csrf_key: csrf_key.into(), production, hook: None }
+        Self { pool, policy: Arc::new(policy), hasher, csrf_key: csrf_key.into(), production, hook: None }
     }
 
     /// Runs `hook` in every login's transaction.
@@ -84,7 +85,7 @@ impl Auth {
 
     /// Deletes logins the timeouts have ended (run it periodically).
     pub async fn purge_expired(&self) -> Result<usize, DbError> {
-        let policy = self.policy.clone();
+        let policy = Arc::clone(&self.policy);
         let now = chrono::Utc::now().naive_utc();
         latchkey_db::run(&self.pool, move |conn| policy.purge_expired(conn, now)).await
     }

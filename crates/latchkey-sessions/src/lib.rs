@@ -37,7 +37,7 @@ mod typed;
 
 use std::time::Duration;
 
-pub use lifecycle::{Lifecycle, LoggedInSession, ServedInGrace, SessionCookie};
+pub use lifecycle::{Lifecycle, ServedInGrace, SessionCookie};
 pub use store::{Backend, Store, COOKIE_STATE_LIMIT};
 pub use typed::{keys, SessionKey, TypedSession};
 

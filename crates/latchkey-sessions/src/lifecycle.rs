@@ -18,16 +18,11 @@ use std::time::Duration;
 
 use actix_web::cookie::Cookie;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderValue, SET_COOKIE};
+use actix_web::http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
 use crate::{cookie_name, keys, Lifetimes, TypedSession};
-
-/// In the request extensions when the request's session holds a login (and so its response
-/// should never be cached).
-#[derive(Debug, Clone, Copy)]
-pub struct LoggedInSession;
 
 /// In the request extensions when the request is served on a session in its grace period: a
 /// retired id (set here), or in the auth layer a login's previous generation. [`SessionCookie`]
@@ -123,22 +118,19 @@ where
         if session.is_retired() {
             req.extensions_mut().insert(ServedInGrace);
         }
-        if session.contains(keys::IDENTITY) {
-            req.extensions_mut().insert(LoggedInSession);
-            if !is_passive(req.path()) && !session.is_retired() {
-                let now = chrono::Utc::now().timestamp();
-                let elapsed = |since: Option<i64>| {
-                    Duration::from_secs(u64::try_from(now - since.unwrap_or(0)).unwrap_or(0))
-                };
-                if elapsed(session.get(keys::TOUCHED)) >= self.config.touch_interval {
-                    // Serialising an integer cannot fail; ignoring keeps serving.
-                    let _ = session.insert(keys::TOUCHED, &now);
-                }
-                if let Some(interval) = self.config.rotate_interval {
-                    if elapsed(session.get(keys::ROTATED)) >= interval {
-                        session.renew();
-                        let _ = session.insert(keys::ROTATED, &now);
-                    }
+        if session.contains(keys::IDENTITY) && !is_passive(req.path()) && !session.is_retired() {
+            let now = chrono::Utc::now().timestamp();
+            let elapsed = |since: Option<i64>| {
+                Duration::from_secs(u64::try_from(now - since.unwrap_or(0)).unwrap_or(0))
+            };
+            if elapsed(session.get(keys::TOUCHED)) >= self.config.touch_interval {
+                // Serialising an integer cannot fail; ignoring keeps serving.
+                let _ = session.insert(keys::TOUCHED, &now);
+            }
+            if let Some(interval) = self.config.rotate_interval {
+                if elapsed(session.get(keys::ROTATED)) >= interval {
+                    session.renew();
+                    let _ = session.insert(keys::ROTATED, &now);
                 }
             }
         }
@@ -170,7 +162,7 @@ where
         Box::pin(async move {
             let mut res = service.call(req).await?;
             if res.request().extensions().contains::<ServedInGrace>() {
-                withhold(res.headers_mut(), config.cookie_name);
+                edit_cookie(res.headers_mut(), config.cookie_name, |_, _| None);
                 return Ok(res);
             }
             if res.request().extensions().get::<Remembered>().is_none() {
@@ -179,43 +171,36 @@ where
             let max_age = actix_web::cookie::time::Duration::seconds(
                 i64::try_from(config.lifetime.as_secs()).unwrap_or(i64::MAX),
             );
-            let headers = res.headers_mut();
-            let rewritten: Vec<HeaderValue> = headers
-                .get_all(SET_COOKIE)
-                .map(|value| {
-                    let Some(mut cookie) = value.to_str().ok().and_then(|v| Cookie::parse(v.to_owned()).ok())
-                    else {
-                        return value.clone();
-                    };
-                    let is_removal = cookie.max_age().is_some_and(|age| age.is_zero());
-                    if cookie.name() != config.cookie_name || is_removal {
-                        return value.clone();
-                    }
-                    cookie.set_max_age(max_age);
-                    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| value.clone())
-                })
-                .collect();
-            headers.remove(SET_COOKIE);
-            for value in rewritten {
-                headers.append(SET_COOKIE, value);
-            }
+            edit_cookie(res.headers_mut(), config.cookie_name, |mut cookie, value| {
+                if cookie.max_age().is_some_and(|age| age.is_zero()) {
+                    return Some(value.clone()); // a removal stays one
+                }
+                cookie.set_max_age(max_age);
+                Some(HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| value.clone()))
+            });
             Ok(res)
         })
     }
 }
 
-/// Removes every `Set-Cookie` of the cookie called `name`.
-fn withhold(headers: &mut actix_web::http::header::HeaderMap, name: &str) {
-    let kept: Vec<HeaderValue> = headers
-        .get_all(SET_COOKIE)
-        .filter(|value| {
-            let cookie_name = value.to_str().ok().and_then(|v| v.split_once('=')).map(|(n, _)| n.trim());
-            cookie_name != Some(name)
-        })
-        .cloned()
-        .collect();
+/// Passes every `Set-Cookie` of the cookie called `name` through `edit`, which returns the
+/// header to send in its place or `None` to send none; other cookies are left as they are.
+fn edit_cookie(
+    headers: &mut HeaderMap,
+    name: &str,
+    edit: impl Fn(Cookie<'static>, &HeaderValue) -> Option<HeaderValue>,
+) {
+    let values: Vec<HeaderValue> = headers.get_all(SET_COOKIE).cloned().collect();
     headers.remove(SET_COOKIE);
-    for value in kept {
-        headers.append(SET_COOKIE, value);
+    for value in values {
+        let ours =
+            value.to_str().ok().and_then(|v| Cookie::parse(v.to_owned()).ok()).filter(|c| c.name() == name);
+        let sent = match ours {
+            Some(cookie) => edit(cookie, &value),
+            None => Some(value),
+        };
+        if let Some(sent) = sent {
+            headers.append(SET_COOKIE, sent);
+        }
     }
 }
