@@ -481,6 +481,8 @@ mod tests {
             ("BCRYPT_COST", "two"),
             ("BCRYPT_COST", "40"),
             ("SECRET_KEY", "short"),
+            ("SECRET_KEY_PREVIOUS", "short"),
+            ("SHUTDOWN_TIMEOUT", "0s"),
             ("DATABASE_TIMEOUT", "soon"),
             ("REDIS_URL", "http://x"),
             ("IDLE_TIMEOUT", "forever"),
@@ -514,11 +516,13 @@ mod tests {
         let settings = Settings::from_vars(&vars(&[
             ("DATABASE_URL", "postgres://u:hunter2@h/db"),
             ("REDIS_URL", "redis://:swordfish@h"),
+            ("SECRET_KEY_PREVIOUS", &"p".repeat(64)),
         ]))
         .unwrap_or_else(|e| unreachable!("the settings are valid: {e}"));
         let text = format!("{settings:?}");
         assert!(text.contains("Postgres") && text.contains("redis_url: Some"), "{text}");
         assert!(!text.contains("swordfish"), "{text}");
         assert!(!text.contains("hunter2") && !text.contains(&"k".repeat(64)), "{text}");
+        assert!(!text.contains(&"p".repeat(64)), "the previous key is redacted too: {text}");
     }
 }
