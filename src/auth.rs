@@ -8,3 +8,6 @@ pub type CurrentUser = latchkey_auth::CurrentUser<User>;
 
 /// A logged-in user; anonymous visitors are sent to `/login?next=…`.
 pub type LoginRequired = latchkey_auth::LoginRequired<User>;
+
+/// A logged-in user whose login is fresh; a stale one is sent to `/reauth?next=…`.
+pub type FreshLoginRequired = latchkey_auth::FreshLoginRequired<User>;

@@ -58,6 +58,8 @@ pub struct SessionPolicy {
     pub rotate_grace: Duration,
     /// How long before the idle timeout the page warns.
     pub timeout_warning: Duration,
+    /// A login may do sensitive things this long after its last proof of identity.
+    pub reauth_window: Duration,
     /// How often expired server-side session state is purged.
     pub purge_interval: Duration,
     pub protection: Protection,
@@ -96,6 +98,7 @@ impl SessionPolicy {
             protection: self.protection,
             trusted_proxies: self.trusted_proxies.clone(),
             timeout_warning: self.timeout_warning,
+            reauth_window: self.reauth_window,
         }
     }
 }
@@ -246,6 +249,7 @@ impl Settings {
             rotate_interval: duration("ROTATE_INTERVAL", 15 * 60)?,
             rotate_grace: duration("ROTATE_GRACE", 30)?,
             timeout_warning: duration("TIMEOUT_WARNING", 2 * 60)?,
+            reauth_window: duration("REAUTH_WINDOW", 15 * 60)?,
             purge_interval: duration("SESSION_PURGE_INTERVAL", 10 * 60)?,
             protection: match get("SESSION_PROTECTION").unwrap_or("basic") {
                 "off" => Protection::Off,

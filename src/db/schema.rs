@@ -21,6 +21,7 @@ diesel::table! {
         credential_epoch -> Int8,
         generation -> Int8,
         rotated_at -> Timestamp,
+        proved_at -> Timestamp,
     }
 }
 

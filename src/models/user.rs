@@ -98,6 +98,20 @@ impl User {
         .execute(conn)
     }
 
+    /// Changes the email (already normalised); a taken one fails with a unique violation.
+    pub fn set_email(conn: &mut DbConnection, id: i32, email: &str, now: NaiveDateTime) -> QueryResult<()> {
+        diesel::update(users::table.find(id))
+            .set((users::email.eq(email), users::updated_at.eq(now)))
+            .execute(conn)
+            .map(drop)
+    }
+
+    /// Deletes the user; their logins and cart go with them (`ON DELETE CASCADE`). Returns
+    /// whether there was such a user.
+    pub fn delete(conn: &mut DbConnection, id: i32) -> QueryResult<bool> {
+        diesel::delete(users::table.find(id)).execute(conn).map(|n| n > 0)
+    }
+
     pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
         users::table.count().get_result(conn)
     }

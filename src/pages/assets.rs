@@ -22,6 +22,8 @@ pub const TEMPLATES: &[(&str, &str)] = embedded![
     "macros.html",
     "about.html",
     "account.html",
+    "account_delete.html",
+    "account_email.html",
     "account_password.html",
     "account_sessions.html",
     "cart.html",
@@ -31,6 +33,7 @@ pub const TEMPLATES: &[(&str, &str)] = embedded![
     "login.html",
     "logout.html",
     "preferences.html",
+    "reauth.html",
     "register.html",
     "shop.html",
 ];

@@ -1,5 +1,6 @@
 //! The account area: the account page, "your devices" (every live login, with revocation),
-//! and password change.
+//! password and email change, and deleting the account. Everything that changes how the
+//! account is reached, or ends other logins, needs a fresh login (`FreshLoginRequired`).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -10,26 +11,44 @@ use tera::Context;
 
 use latchkey_auth::password::{self, Password};
 use latchkey_auth::registry::Login;
-use latchkey_auth::Auth;
+use latchkey_auth::{Auth, FormPage, LoginPolicy};
 
-use crate::auth::LoginRequired;
+use crate::auth::{FreshLoginRequired, LoginRequired};
 use crate::db;
 use crate::error::AppError;
 use crate::http;
 use crate::models::User;
 use crate::pages::{see_other, Page};
-use crate::routes::auth::FieldErrors;
+use crate::routes::auth::{email_problem, normalise_email, FieldErrors};
 use crate::state::AppState;
 use latchkey_auth::csrf::{CsrfForm, NoFields};
 
 pub fn config(cfg: &mut web::ServiceConfig) {
+    // A POST that needs a fresh login names the page of its form: re-authentication returns
+    // there, and the user submits again.
+    let from = |path: &'static str, page: &'static str| web::resource(path).app_data(FormPage(page));
     cfg.route("/account", http::get().to(account))
         .route("/account/sessions", http::get().to(devices))
-        .route("/account/sessions/revoke-others", web::post().to(revoke_others))
-        .route("/account/sessions/{id}/revoke", web::post().to(revoke))
-        .route("/account/password", http::get().to(password_form))
-        .route("/account/password", web::post().to(change_password));
+        .service(from("/account/sessions/revoke-others", DEVICES).route(web::post().to(revoke_others)))
+        .service(from("/account/sessions/{id}/revoke", DEVICES).route(web::post().to(revoke)))
+        .service(
+            from("/account/password", "/account/password")
+                .route(http::get().to(password_form))
+                .route(web::post().to(change_password)),
+        )
+        .service(
+            from("/account/email", "/account/email")
+                .route(http::get().to(email_form))
+                .route(web::post().to(change_email)),
+        )
+        .service(
+            from("/account/delete", "/account/delete")
+                .route(http::get().to(delete_form))
+                .route(web::post().to(delete_account)),
+        );
 }
+
+const DEVICES: &str = "/account/sessions";
 
 const DATE_FORMAT: &str = "%-d %B %Y, %H:%M UTC";
 
@@ -57,13 +76,17 @@ struct Device {
     started: String,
     last_active: String,
     remembered: bool,
+    /// Proved recently enough for sensitive actions.
     fresh: bool,
+    /// Session protection saw its IP address or browser change.
+    changed: bool,
     current: bool,
 }
 
 impl Device {
-    fn of(session: Login, current_id: &str) -> Self {
+    fn of(session: Login, current_id: &str, policy: &LoginPolicy, now: chrono::NaiveDateTime) -> Self {
         let (browser, os) = describe_user_agent(session.user_agent.as_deref());
+        let fresh = policy.is_fresh(&session, now);
         Self {
             current: session.id == current_id,
             browser,
@@ -72,7 +95,8 @@ impl Device {
             started: session.created_at.format(DATE_FORMAT).to_string(),
             last_active: session.last_seen_at.format(DATE_FORMAT).to_string(),
             remembered: session.remember,
-            fresh: session.fresh,
+            fresh,
+            changed: !session.fresh,
             id: session.id,
         }
     }
@@ -110,7 +134,7 @@ async fn devices(
     let devices: Vec<Device> = logins
         .into_iter()
         .filter(|login| policy.is_live(login, now) && login.credential_epoch == user.credential_epoch)
-        .map(|login| Device::of(login, current))
+        .map(|login| Device::of(login, current, policy, now))
         .collect();
     let mut context = Context::new();
     context.insert("devices", &devices);
@@ -119,16 +143,16 @@ async fn devices(
 }
 
 async fn revoke(
-    user: LoginRequired,
+    _form: CsrfForm<NoFields>,
+    user: FreshLoginRequired,
     path: web::Path<String>,
     state: web::Data<AppState>,
-    _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
     if id == user.login().id {
         // Ending this very login is logging out; keep one way to do that.
         FlashMessage::info("To end this session, log out.").send();
-        return Ok(see_other("/account/sessions"));
+        return Ok(see_other(DEVICES));
     }
     let user_id = user.id;
     let ended = db::run(&state.pool, move |conn| Login::delete_for_user(conn, user_id, &id)).await?;
@@ -137,16 +161,16 @@ async fn revoke(
     }
     log::info!("user {user_id} revoked one of their sessions");
     FlashMessage::success("That session has been logged out.").send();
-    Ok(see_other("/account/sessions"))
+    Ok(see_other(DEVICES))
 }
 
 async fn revoke_others(
-    user: LoginRequired,
-    req: actix_web::HttpRequest,
     _form: CsrfForm<NoFields>,
+    user: FreshLoginRequired,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, AppError> {
     let user_id = user.id;
-    let ended = latchkey_auth::end_other_logins(&req, &user).await?;
+    let ended = latchkey_auth::end_other_logins(&req, &user.as_login_required()).await?;
     log::info!("user {user_id} logged out {ended} other session(s)");
     FlashMessage::success(match ended {
         0 => "There were no other sessions.".to_owned(),
@@ -154,7 +178,7 @@ async fn revoke_others(
         n => format!("Logged out {n} other sessions."),
     })
     .send();
-    Ok(see_other("/account/sessions"))
+    Ok(see_other(DEVICES))
 }
 
 // ---- password change ------------------------------------------------------------------------
@@ -177,7 +201,7 @@ fn password_context(errors: &FieldErrors, min_length: usize) -> Context {
 }
 
 async fn password_form(
-    _user: LoginRequired,
+    _user: FreshLoginRequired,
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
@@ -190,8 +214,8 @@ async fn password_form(
 /// Changes the password, ends every other login of the user, and replaces this one (new
 /// token, new session id): a privilege change.
 async fn change_password(
-    user: LoginRequired,
     CsrfForm(form): CsrfForm<PasswordForm>,
+    user: FreshLoginRequired,
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
@@ -233,4 +257,103 @@ async fn change_password(
     log::info!("user {user_id} changed their password; {} other session(s) ended", ended.saturating_sub(1));
     FlashMessage::success("Your password has been changed. Every other session has been logged out.").send();
     Ok(see_other("/account"))
+}
+
+// ---- email change ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct EmailForm {
+    #[serde(default)]
+    new_email: String,
+}
+
+fn email_context(email: &str, new_email: &str, errors: &FieldErrors) -> Context {
+    let mut context = Context::new();
+    context.insert("email", email);
+    context.insert("form", &serde_json::json!({ "new_email": new_email }));
+    context.insert("errors", errors);
+    context
+}
+
+async fn email_form(user: FreshLoginRequired, page: Page) -> Result<HttpResponse, AppError> {
+    page.render("account_email.html", email_context(&user.email, "", &FieldErrors::new()))
+}
+
+/// Changes the address the account logs in with; a taken or invalid one answers 422.
+async fn change_email(
+    CsrfForm(form): CsrfForm<EmailForm>,
+    user: FreshLoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let new_email = normalise_email(&form.new_email);
+    let invalid = |message: &str| {
+        let errors = FieldErrors::from([("new_email", vec![message.to_owned()])]);
+        page.render_with_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "account_email.html",
+            email_context(&user.email, &new_email, &errors),
+        )
+    };
+    if let Some(problem) = email_problem(&new_email) {
+        return invalid(problem);
+    }
+    if new_email == user.email {
+        return invalid("That is already your email address.");
+    }
+    let (user_id, email) = (user.id, new_email.clone());
+    let now = chrono::Utc::now().naive_utc();
+    match db::run(&state.pool, move |conn| User::set_email(conn, user_id, &email, now))
+        .await
+        .map_err(AppError::from)
+    {
+        Ok(()) => {}
+        Err(AppError::UniqueViolation(_)) => return invalid("An account with this email already exists."),
+        Err(other) => return Err(other),
+    }
+    log::info!("user {user_id} changed their email address");
+    FlashMessage::success(format!("Your email address is now {new_email}.")).send();
+    Ok(see_other("/account"))
+}
+
+// ---- delete the account ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+fn delete_context(email: &str, error: Option<&str>) -> Context {
+    let mut context = Context::new();
+    context.insert("email", email);
+    context.insert("error", &error);
+    context
+}
+
+/// The confirmation page: what goes, and a field to type `delete` into.
+async fn delete_form(user: FreshLoginRequired, page: Page) -> Result<HttpResponse, AppError> {
+    page.render("account_delete.html", delete_context(&user.email, None))
+}
+
+/// Deletes the user, with every login and the cart, then logs this browser out.
+async fn delete_account(
+    CsrfForm(form): CsrfForm<DeleteForm>,
+    user: FreshLoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    if form.confirm.trim() != "delete" {
+        return page.render_with_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "account_delete.html",
+            delete_context(&user.email, Some("Type delete to confirm.")),
+        );
+    }
+    let user_id = user.id;
+    db::run(&state.pool, move |conn| User::delete(conn, user_id)).await?;
+    latchkey_auth::log_out::<User>(page.request()).await?;
+    log::info!("user {user_id} deleted their account");
+    FlashMessage::success("Your account has been deleted.").send();
+    Ok(see_other("/"))
 }

@@ -1,4 +1,4 @@
-//! Register, log in, log out.
+//! Register, log in, prove it again (re-authentication), log out.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +13,7 @@ use latchkey_auth::next;
 use latchkey_auth::password::{self, Password};
 use latchkey_auth::Auth;
 
+use crate::auth::LoginRequired;
 use crate::db;
 use crate::error::AppError;
 use crate::http;
@@ -26,6 +27,8 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/register", web::post().to(register))
         .route("/login", http::get().to(login_form))
         .route("/login", web::post().to(log_in))
+        .route("/reauth", http::get().to(reauth_form))
+        .route("/reauth", web::post().to(reauth))
         .route("/logout", http::get().to(logout_page))
         .route("/logout", web::post().to(log_out));
 }
@@ -37,8 +40,19 @@ struct NextQuery {
 }
 
 /// Trims and lower-cases an email, so uniqueness is case-insensitive.
-fn normalise_email(raw: &str) -> String {
+pub fn normalise_email(raw: &str) -> String {
     raw.trim().to_lowercase()
+}
+
+/// What is wrong with a normalised email address, if anything.
+pub fn email_problem(email: &str) -> Option<&'static str> {
+    if email.is_empty() {
+        Some("Enter your email address.")
+    } else if email.len() > 254 || !email.validate_email() {
+        Some("Enter a valid email address.")
+    } else {
+        None
+    }
 }
 
 // ---- register -------------------------------------------------------------------------------
@@ -68,10 +82,8 @@ impl RegisterForm {
     fn validate(self, min_length: usize) -> Result<Registration, (String, FieldErrors)> {
         let email = normalise_email(&self.email);
         let mut errors = FieldErrors::new();
-        if email.is_empty() {
-            errors.entry("email").or_default().push("Enter your email address.".into());
-        } else if email.len() > 254 || !email.validate_email() {
-            errors.entry("email").or_default().push("Enter a valid email address.".into());
+        if let Some(problem) = email_problem(&email) {
+            errors.entry("email").or_default().push(problem.into());
         }
         for problem in
             password::validate_new(self.password.expose(), self.password_confirm.expose(), min_length)
@@ -208,6 +220,56 @@ async fn log_in(
     latchkey_auth::log_in(page.request(), &user, form.remember.as_deref() == Some("on")).await?;
     log::info!("user {} logged in", user.id);
     FlashMessage::success("You are logged in.").send();
+    Ok(see_other(next::target(&form.next)))
+}
+
+// ---- re-authentication ----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ReauthForm {
+    #[serde(default)]
+    password: Password,
+    #[serde(default)]
+    next: String,
+}
+
+fn reauth_context(email: &str, error: Option<&str>, next: &str) -> Context {
+    let mut context = Context::new();
+    context.insert("email", email);
+    context.insert("error", &error);
+    context.insert("next", next);
+    context
+}
+
+/// Asks a logged-in user for their password again before a sensitive action
+/// (`FreshLoginRequired` sends stale logins here).
+async fn reauth_form(
+    user: LoginRequired,
+    page: Page,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    page.render("reauth.html", reauth_context(&user.email, None, &query.next))
+}
+
+/// Checks the password; on success the login is fresh again and the visitor goes back to
+/// `next`. A wrong password changes nothing and answers 401.
+async fn reauth(
+    CsrfForm(form): CsrfForm<ReauthForm>,
+    user: LoginRequired,
+    page: Page,
+) -> Result<HttpResponse, AppError> {
+    let hasher = Auth::of(page.request())?.hasher();
+    if !hasher.verify(form.password, Some(user.password_hash.clone())).await? {
+        log::info!("user {}: failed re-authentication", user.id);
+        return page.render_with_status(
+            StatusCode::UNAUTHORIZED,
+            "reauth.html",
+            reauth_context(&user.email, Some("That password is not correct."), &form.next),
+        );
+    }
+    latchkey_auth::reauthenticate(page.request(), &user).await?;
+    log::info!("user {} re-authenticated", user.id);
+    FlashMessage::success("Thank you: you can go on.").send();
     Ok(see_other(next::target(&form.next)))
 }
 

@@ -23,6 +23,7 @@ mod logins;
 mod migrations;
 mod pages;
 mod preferences;
+mod reauth;
 mod resilience;
 mod sessions;
 mod shop;

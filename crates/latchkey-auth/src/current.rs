@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use actix_identity::IdentityExt;
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use latchkey_sessions::{keys, ServedInGrace, TypedSession};
@@ -247,6 +247,85 @@ impl<U: AuthUser> FromRequest for LoginRequired<U> {
                     Err(AuthError::LoginRequired { next, wants_json: prefers_json(&req) })
                 }
             }
+        })
+    }
+}
+
+/// A logged-in user whose login is fresh (Flask-Login's `@fresh_login_required`), for
+/// sensitive actions: changing the password or email, ending other logins, deleting the
+/// account. A login is fresh while its last proof of identity is younger than the policy's
+/// `reauth_window` and session protection has not flagged it ([`crate::LoginPolicy::is_fresh`]).
+/// Anonymous visitors are refused as by [`LoginRequired`]; a stale login gets a 303 to
+/// `/reauth?next=…` (401 when it prefers JSON), where the application asks for the password
+/// and calls [`crate::reauthenticate`]. Derefs to the user.
+///
+/// `next` is the request's own path for a `GET` or `HEAD`. A form's `POST` is not replayed
+/// after the proof: `next` is the page that holds the form, which the resource names with
+/// [`FormPage`] (`/` when it does not).
+///
+/// ```no_run
+/// # use latchkey_auth::{AuthUser, FreshLoginRequired, FormPage};
+/// # #[derive(Clone)] struct User { id: i32, email: String }
+/// # impl AuthUser for User {
+/// #     fn id(&self) -> i32 { self.id }
+/// #     fn credential_epoch(&self) -> i64 { 0 }
+/// #     fn load(_: &mut latchkey_db::DbConnection, _: i32) -> diesel::QueryResult<Option<Self>> { Ok(None) }
+/// #     fn advance_credential_epoch(_: &mut latchkey_db::DbConnection, _: i32) -> diesel::QueryResult<i64> { Ok(0) }
+/// # }
+/// use actix_web::web;
+/// async fn delete_account(user: FreshLoginRequired<User>) -> String {
+///     format!("deleting {}", user.email)
+/// }
+/// let resource = web::resource("/account/delete/confirm")
+///     .app_data(FormPage("/account/delete"))
+///     .route(web::post().to(delete_account));
+/// ```
+pub struct FreshLoginRequired<U>(pub Rc<Authenticated<U>>);
+
+impl<U> FreshLoginRequired<U> {
+    /// The login the user is logged in through.
+    pub fn login(&self) -> &Login {
+        &self.0.login
+    }
+
+    /// The same user, as a [`LoginRequired`].
+    pub fn as_login_required(&self) -> LoginRequired<U> {
+        LoginRequired(Rc::clone(&self.0))
+    }
+}
+
+impl<U> Deref for FreshLoginRequired<U> {
+    type Target = U;
+
+    fn deref(&self) -> &U {
+        &self.0.user
+    }
+}
+
+/// Resource data naming the page that holds the form a `POST` to the resource comes from:
+/// where [`FreshLoginRequired`] sends the user back after re-authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct FormPage(pub &'static str);
+
+impl<U: AuthUser> FromRequest for FreshLoginRequired<U> {
+    type Error = AuthError;
+    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let LoginRequired(user) = LoginRequired::<U>::extract(&req).await?;
+            let auth = Auth::of(&req)?;
+            if auth.policy.is_fresh(&user.login, chrono::Utc::now().naive_utc()) {
+                return Ok(FreshLoginRequired(user));
+            }
+            let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+            let next = match req.app_data::<FormPage>() {
+                _ if reading => req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
+                Some(FormPage(page)) => (*page).to_owned(),
+                None => "/".to_owned(),
+            };
+            Err(AuthError::ReauthRequired { next, wants_json: prefers_json(&req) })
         })
     }
 }

@@ -16,6 +16,15 @@ pub enum AuthError {
         /// Whether the client prefers JSON (see [`crate::prefers_json`]).
         wants_json: bool,
     },
+    /// A login that is not fresh asked for a sensitive action: 303 to `/reauth`, or 401 for
+    /// a client that prefers JSON (see [`crate::FreshLoginRequired`]).
+    #[error("re-authentication required")]
+    ReauthRequired {
+        /// The path and query to come back to once identity is proved again.
+        next: String,
+        /// Whether the client prefers JSON (see [`crate::prefers_json`]).
+        wants_json: bool,
+    },
     /// The CSRF token or the origin check failed (403); the reason is logged, not shown.
     #[error("forbidden: {0}")]
     CsrfRejected(&'static str),
@@ -63,8 +72,11 @@ pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::LoginRequired { wants_json: true, .. } => StatusCode::UNAUTHORIZED,
-            Self::LoginRequired { wants_json: false, .. } => StatusCode::SEE_OTHER,
+            Self::LoginRequired { wants_json: true, .. } | Self::ReauthRequired { wants_json: true, .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::LoginRequired { wants_json: false, .. }
+            | Self::ReauthRequired { wants_json: false, .. } => StatusCode::SEE_OTHER,
             Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -82,6 +94,15 @@ impl ResponseError for AuthError {
             }
             Self::LoginRequired { wants_json: true, .. } => {
                 return HttpResponse::Unauthorized().json(serde_json::json!({ "error": "login required" }));
+            }
+            Self::ReauthRequired { next, wants_json } => {
+                let location = format!("/reauth?next={}", crate::next::encode(next));
+                if *wants_json {
+                    let body =
+                        serde_json::json!({ "error": "reauthentication required", "reauth": location });
+                    return HttpResponse::Unauthorized().json(body);
+                }
+                return HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish();
             }
             Self::CsrfRejected(reason) => log::warn!("CSRF check failed: {reason}"),
             Self::Database(_) | Self::Internal(_) => log::error!("{status}: {}", cause_chain(self)),

@@ -1,9 +1,9 @@
 //! Flask-Login for actix-web.
 //!
-//! - [`CurrentUser`] (Flask-Login's `current_user`) and [`LoginRequired`]
-//!   (`@login_required`) extractors, generic over the application's user through
-//!   [`AuthUser`] (Flask-Login's `user_loader`).
-//! - [`log_in`], [`log_out`] and [`end_other_logins`], over the login registry
+//! - [`CurrentUser`] (Flask-Login's `current_user`), [`LoginRequired`] (`@login_required`)
+//!   and [`FreshLoginRequired`] (`@fresh_login_required`) extractors, generic over the
+//!   application's user through [`AuthUser`] (Flask-Login's `user_loader`).
+//! - [`log_in`], [`log_out`], [`reauthenticate`] and [`end_other_logins`], over the login registry
 //!   ([`registry`]): one row per login, so logging out is real in every session store.
 //! - The rules every request is checked against ([`rules`]): idle and absolute timeouts,
 //!   remember-me, session protection, the credential epoch and the login generation.
@@ -53,9 +53,11 @@ mod user;
 use actix_identity::config::LogoutBehavior;
 use actix_identity::IdentityMiddleware;
 
-pub use current::{prefers_json, Authenticated, CurrentUser, LoginExpired, LoginRequired};
+pub use current::{
+    prefers_json, Authenticated, CurrentUser, FormPage, FreshLoginRequired, LoginExpired, LoginRequired,
+};
 pub use error::{cause_chain, AuthError};
-pub use login::{end_other_logins, log_in, log_out};
+pub use login::{end_other_logins, log_in, log_out, reauthenticate};
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
 pub use state::{Auth, LoginHook, LoginWork};
 pub use user::AuthUser;

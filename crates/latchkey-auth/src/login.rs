@@ -48,6 +48,7 @@ pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) ->
                 remember,
                 credential_epoch,
                 rotated_at: now,
+                proved_at: now,
             }
             .insert(conn)?;
             match hook_work {
@@ -73,6 +74,28 @@ pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) ->
     // A new login's cookie must reach the browser, even from a session served in grace.
     req.extensions_mut().remove::<ServedInGrace>();
     csrf::renew(req)
+}
+
+/// Records that the logged-in user just proved their identity again (the password, at the
+/// re-authentication page): the login is fresh for another `reauth_window`, session
+/// protection compares later requests with this client, and the session id is renewed, as at
+/// login, so an id observed before the proof is worth less after it.
+///
+/// Check the proof before calling this; a failed proof must change nothing.
+pub async fn reauthenticate<U: AuthUser>(
+    req: &HttpRequest,
+    current: &LoginRequired<U>,
+) -> Result<(), AuthError> {
+    let auth = Auth::of(req)?;
+    let id = current.login().id.clone();
+    let now = chrono::Utc::now().naive_utc();
+    let client = ClientInfo::of(req, &auth.policy.trusted_proxies);
+    latchkey_db::run(&auth.pool, move |conn| Login::record_proof(conn, &id, now, &client)).await?;
+    TypedSession::of(req).renew();
+    CurrentUser::<U>::forget_cached(req);
+    // The renewed cookie must reach the browser, even from a session served in grace.
+    req.extensions_mut().remove::<ServedInGrace>();
+    Ok(())
 }
 
 /// Logs this browser out (Flask-Login's `logout_user`): deletes its login row (so a copied

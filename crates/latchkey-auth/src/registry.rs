@@ -34,6 +34,8 @@ pub mod schema {
             generation -> Int8,
             /// When `generation` last changed.
             rotated_at -> Timestamp,
+            /// The last proof of identity: the password at login, or at re-authentication.
+            proved_at -> Timestamp,
         }
     }
 
@@ -45,7 +47,8 @@ pub mod schema {
         created_at TIMESTAMP NOT NULL, last_seen_at TIMESTAMP NOT NULL, ip TEXT, user_agent TEXT,
         remember BOOLEAN NOT NULL DEFAULT FALSE, fresh BOOLEAN NOT NULL DEFAULT TRUE,
         credential_epoch BIGINT NOT NULL DEFAULT 0, generation BIGINT NOT NULL DEFAULT 0,
-        rotated_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00');
+        rotated_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00',
+        proved_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00');
         CREATE INDEX IF NOT EXISTS logins_user_id_idx ON logins (user_id);";
 }
 
@@ -78,6 +81,8 @@ pub struct Login {
     pub generation: i64,
     /// When `generation` last changed.
     pub rotated_at: NaiveDateTime,
+    /// The last proof of identity: the password at login, or at re-authentication.
+    pub proved_at: NaiveDateTime,
 }
 
 /// A login about to be recorded.
@@ -102,6 +107,8 @@ pub struct NewLogin<'a> {
     pub credential_epoch: i64,
     /// When the current generation began; at first, when the login begins.
     pub rotated_at: NaiveDateTime,
+    /// When identity was proved; at first, when the login begins.
+    pub proved_at: NaiveDateTime,
 }
 
 impl NewLogin<'_> {
@@ -129,6 +136,26 @@ impl Login {
     /// Records a request at `now` as the login's last.
     pub fn touch(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
         diesel::update(logins::table.find(id)).set(logins::last_seen_at.eq(now)).execute(conn).map(drop)
+    }
+
+    /// Records a fresh proof of identity at `now` from `client` (re-authentication): the
+    /// login is fresh again, and the client that proved it is the one session protection
+    /// compares later requests with.
+    pub fn record_proof(
+        conn: &mut DbConnection,
+        id: &str,
+        now: NaiveDateTime,
+        client: &crate::client::ClientInfo,
+    ) -> QueryResult<()> {
+        diesel::update(logins::table.find(id))
+            .set((
+                logins::proved_at.eq(now),
+                logins::fresh.eq(true),
+                logins::ip.eq(client.ip.as_deref()),
+                logins::user_agent.eq(client.user_agent.as_deref()),
+            ))
+            .execute(conn)
+            .map(drop)
     }
 
     /// Records that session protection saw the client change.

@@ -57,6 +57,8 @@ pub struct LoginPolicy {
     pub trusted_proxies: Vec<IpAddr>,
     /// How long before the idle timeout pages warn.
     pub timeout_warning: Duration,
+    /// A login is fresh this long after its last proof of identity ([`LoginPolicy::is_fresh`]).
+    pub reauth_window: Duration,
 }
 
 impl Default for LoginPolicy {
@@ -71,6 +73,7 @@ impl Default for LoginPolicy {
             protection: Protection::Basic,
             trusted_proxies: Vec::new(),
             timeout_warning: Duration::from_secs(120),
+            reauth_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -91,6 +94,13 @@ impl LoginPolicy {
                 login.created_at + delta(self.absolute_timeout),
             )
         }
+    }
+
+    /// Whether the login may do sensitive things at `now` without proving identity again:
+    /// its last proof is younger than `reauth_window`, and session protection has not seen
+    /// its client change since (Flask-Login's fresh login).
+    pub fn is_fresh(&self, login: &Login, now: NaiveDateTime) -> bool {
+        login.fresh && now < login.proved_at + delta(self.reauth_window)
     }
 
     /// Whether the login's timeouts still allow it at `now`.
@@ -299,6 +309,7 @@ mod tests {
             credential_epoch: 0,
             generation: 0,
             rotated_at: at(created),
+            proved_at: at(created),
         }
     }
 
