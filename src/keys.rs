@@ -4,6 +4,8 @@ use actix_web::cookie::Key;
 use hmac::{Hmac, Mac};
 use sha2::Sha512;
 
+use latchkey_auth::sealing::Sealer;
+use latchkey_auth::second_factor::FactorKeys;
 use latchkey_sessions::{Rekey, Sealing};
 
 use crate::pages::{flash, preferences::Preferences};
@@ -20,6 +22,10 @@ pub struct Keys {
     pub csrf: Vec<u8>,
     /// Signs the display-preferences cookie.
     pub preferences: Key,
+    /// Seals TOTP secrets at rest.
+    pub totp_seal: [u8; 32],
+    /// Keys the HMAC of recovery codes.
+    pub recovery_codes: [u8; 32],
 }
 
 impl Keys {
@@ -29,7 +35,19 @@ impl Keys {
             flash: Key::from(&derive(master, "latchkey/flash-cookie/v1")),
             csrf: derive(master, "latchkey/csrf/v1").to_vec(),
             preferences: Key::from(&derive(master, "latchkey/preferences-cookie/v1")),
+            totp_seal: half(derive(master, "latchkey/totp-seal/v1")),
+            recovery_codes: half(derive(master, "latchkey/recovery-codes/v1")),
         }
+    }
+
+    /// The keys second factors are kept under; those of `previous` still open and match what
+    /// was made under them (TOTP secrets are re-sealed under these as they are read).
+    pub fn factors(&self, previous: Option<&Keys>) -> FactorKeys {
+        FactorKeys::new(
+            Sealer::new(&self.totp_seal, previous.map(|p| &p.totp_seal)),
+            self.recovery_codes,
+            previous.map(|p| p.recovery_codes),
+        )
     }
 
     /// The middleware that accepts this site's cookies sealed under `previous` keys (from
@@ -61,6 +79,13 @@ impl Keys {
                 Some(Preferences::default().to_cookie_unsealed(production)),
             )
     }
+}
+
+/// The first 32 bytes of a derived key, for 256-bit ciphers and MACs.
+fn half(key: [u8; 64]) -> [u8; 32] {
+    let mut half = [0u8; 32];
+    half.copy_from_slice(&key[..32]);
+    half
 }
 
 /// HMAC-SHA-512 of a label under the master key: 64 independent-looking bytes per label.

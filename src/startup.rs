@@ -83,7 +83,8 @@ impl Application {
         spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
-                .with_previous_csrf_key(previous_keys.map(|previous| previous.csrf))
+                .with_previous_csrf_key(previous_keys.as_ref().map(|previous| previous.csrf.clone()))
+                .with_second_factors(keys.factors(previous_keys.as_ref()))
                 .with_login_hook(MergeGuestCart),
         );
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
@@ -185,7 +186,9 @@ pub async fn purge(
     let policy = policy.clone();
     let now = chrono::Utc::now().naive_utc();
     db::run(pool, move |conn| {
-        let logins = policy.purge_expired(conn, now)? + User::purge_stale_logins(conn)?;
+        let logins = policy.purge_expired(conn, now)?
+            + User::purge_stale_logins(conn)?
+            + latchkey_auth::second_factor::PendingLogin::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
         Ok((logins, sessions))

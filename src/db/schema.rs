@@ -22,6 +22,19 @@ diesel::table! {
         generation -> Int8,
         rotated_at -> Timestamp,
         proved_at -> Timestamp,
+        second_factor -> Bool,
+    }
+}
+
+diesel::table! {
+    pending_logins (id) {
+        id -> Text,
+        user_id -> Int4,
+        created_at -> Timestamp,
+        attempts -> Int4,
+        remember -> Bool,
+        next -> Text,
+        credential_epoch -> Int8,
     }
 }
 
@@ -35,11 +48,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    recovery_codes (id) {
+        id -> Int4,
+        user_id -> Int4,
+        code_hash -> Text,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     session_states (id) {
         id -> Text,
         state -> Text,
         expires_at -> Timestamp,
         retired -> Bool,
+    }
+}
+
+diesel::table! {
+    totp_factors (user_id) {
+        user_id -> Int4,
+        secret -> Text,
+        confirmed -> Bool,
+        last_step -> Int8,
+        created_at -> Timestamp,
     }
 }
 
@@ -57,5 +89,17 @@ diesel::table! {
 diesel::joinable!(cart_items -> products (product_id));
 diesel::joinable!(cart_items -> users (user_id));
 diesel::joinable!(logins -> users (user_id));
+diesel::joinable!(pending_logins -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(totp_factors -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(cart_items, logins, products, session_states, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    cart_items,
+    logins,
+    pending_logins,
+    products,
+    recovery_codes,
+    session_states,
+    totp_factors,
+    users,
+);

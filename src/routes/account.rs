@@ -80,6 +80,8 @@ struct Device {
     fresh: bool,
     /// Session protection saw its IP address or browser change.
     changed: bool,
+    /// Its last proof of identity included a second factor.
+    second_factor: bool,
     current: bool,
 }
 
@@ -97,6 +99,7 @@ impl Device {
             remembered: session.remember,
             fresh,
             changed: !session.fresh,
+            second_factor: session.second_factor,
             id: session.id,
         }
     }

@@ -11,7 +11,7 @@ use validator::ValidateEmail;
 
 use latchkey_auth::next;
 use latchkey_auth::password::{self, Password};
-use latchkey_auth::Auth;
+use latchkey_auth::{Auth, SecondFactorOutcome};
 
 use crate::auth::LoginRequired;
 use crate::db;
@@ -27,6 +27,8 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/register", web::post().to(register))
         .route("/login", http::get().to(login_form))
         .route("/login", web::post().to(log_in))
+        .route("/login/mfa", http::get().to(second_factor_form))
+        .route("/login/mfa", web::post().to(second_factor))
         .route("/reauth", http::get().to(reauth_form))
         .route("/reauth", web::post().to(reauth))
         .route("/logout", http::get().to(logout_page))
@@ -217,10 +219,71 @@ async fn log_in(
         log::info!("user {id}: password rehashed at cost {}", hasher.cost());
     }
 
-    latchkey_auth::log_in(page.request(), &user, form.remember.as_deref() == Some("on")).await?;
+    let remember = form.remember.as_deref() == Some("on");
+    if latchkey_auth::has_second_factor(page.request(), &user).await? {
+        // Not logged in yet: the second step creates the login.
+        latchkey_auth::begin_second_factor(page.request(), &user, remember, &form.next).await?;
+        log::info!("user {}: password accepted, waiting for the second factor", user.id);
+        return Ok(see_other(SECOND_STEP));
+    }
+    latchkey_auth::log_in(page.request(), &user, remember).await?;
     log::info!("user {} logged in", user.id);
     FlashMessage::success("You are logged in.").send();
     Ok(see_other(next::target(&form.next)))
+}
+
+// ---- the second factor of a login ----------------------------------------------------------
+
+/// Where a password login of an account with a second factor goes next.
+const SECOND_STEP: &str = "/login/mfa";
+
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+fn second_factor_context(error: Option<String>) -> Context {
+    let mut context = Context::new();
+    context.insert("error", &error);
+    context
+}
+
+/// The second step of a login: a code from the authenticator app, or a recovery code.
+async fn second_factor_form(page: Page) -> Result<HttpResponse, AppError> {
+    if latchkey_auth::pending_login(page.request()).await?.is_none() {
+        return Ok(see_other("/login"));
+    }
+    page.render("login_mfa.html", second_factor_context(None))
+}
+
+/// A right code logs in and goes to the login form's `next`; a wrong one answers 401 with the
+/// form again; the fifth wrong one, or a pending login past its five minutes, starts over.
+async fn second_factor(CsrfForm(form): CsrfForm<CodeForm>, page: Page) -> Result<HttpResponse, AppError> {
+    match latchkey_auth::complete_second_factor::<User>(page.request(), &form.code).await? {
+        SecondFactorOutcome::LoggedIn { next } => {
+            log::info!("a login completed with its second factor");
+            FlashMessage::success("You are logged in.").send();
+            Ok(see_other(next::target(&next)))
+        }
+        SecondFactorOutcome::Wrong { attempts_left } => page.render_with_status(
+            StatusCode::UNAUTHORIZED,
+            "login_mfa.html",
+            second_factor_context(Some(format!(
+                "That code is not right, or was used already. {attempts_left} more {} allowed.",
+                if attempts_left == 1 { "try is" } else { "tries are" }
+            ))),
+        ),
+        SecondFactorOutcome::StartOver { too_many_attempts } => {
+            FlashMessage::warning(if too_many_attempts {
+                "Too many wrong codes. Log in again."
+            } else {
+                "That took too long. Log in again."
+            })
+            .send();
+            Ok(see_other("/login"))
+        }
+    }
 }
 
 // ---- re-authentication ----------------------------------------------------------------------
@@ -230,14 +293,17 @@ struct ReauthForm {
     #[serde(default)]
     password: Password,
     #[serde(default)]
+    code: String,
+    #[serde(default)]
     next: String,
 }
 
-fn reauth_context(email: &str, error: Option<&str>, next: &str) -> Context {
+fn reauth_context(email: &str, error: Option<&str>, next: &str, needs_code: bool) -> Context {
     let mut context = Context::new();
     context.insert("email", email);
     context.insert("error", &error);
     context.insert("next", next);
+    context.insert("needs_code", &needs_code);
     context
 }
 
@@ -248,7 +314,8 @@ async fn reauth_form(
     page: Page,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
-    page.render("reauth.html", reauth_context(&user.email, None, &query.next))
+    let needs_code = latchkey_auth::has_second_factor(page.request(), &*user).await?;
+    page.render("reauth.html", reauth_context(&user.email, None, &query.next, needs_code))
 }
 
 /// Checks the password; on success the login is fresh again and the visitor goes back to
@@ -259,15 +326,23 @@ async fn reauth(
     page: Page,
 ) -> Result<HttpResponse, AppError> {
     let hasher = Auth::of(page.request())?.hasher();
-    if !hasher.verify(form.password, Some(user.password_hash.clone())).await? {
+    let needs_code = latchkey_auth::has_second_factor(page.request(), &*user).await?;
+    let refuse = |message: &str| {
         log::info!("user {}: failed re-authentication", user.id);
-        return page.render_with_status(
+        page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "reauth.html",
-            reauth_context(&user.email, Some("That password is not correct."), &form.next),
-        );
+            reauth_context(&user.email, Some(message), &form.next, needs_code),
+        )
+    };
+    if !hasher.verify(form.password, Some(user.password_hash.clone())).await? {
+        return refuse("That password is not correct.");
     }
-    latchkey_auth::reauthenticate(page.request(), &user).await?;
+    if needs_code && latchkey_auth::verify_second_factor(page.request(), user.id, &form.code).await?.is_none()
+    {
+        return refuse("That code is not right, or was used already.");
+    }
+    latchkey_auth::reauthenticate(page.request(), &user, needs_code).await?;
     log::info!("user {} re-authenticated", user.id);
     FlashMessage::success("Thank you: you can go on.").send();
     Ok(see_other(next::target(&form.next)))

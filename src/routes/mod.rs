@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod pages;
 pub mod preferences;
+pub mod security;
 pub mod session;
 pub mod shop;
 
@@ -16,6 +17,7 @@ pub fn config(cfg: &mut ServiceConfig) {
     cfg.configure(pages::config)
         .configure(auth::config)
         .configure(account::config)
+        .configure(security::config)
         .configure(session::config)
         .configure(preferences::config)
         .configure(shop::config);

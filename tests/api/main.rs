@@ -25,6 +25,7 @@ mod pages;
 mod preferences;
 mod reauth;
 mod resilience;
+mod second_factor;
 mod sessions;
 mod shop;
 mod shutdown;

@@ -47,6 +47,8 @@ pub mod next;
 pub mod password;
 pub mod registry;
 pub mod rules;
+pub mod sealing;
+pub mod second_factor;
 mod state;
 mod user;
 
@@ -57,7 +59,10 @@ pub use current::{
     prefers_json, Authenticated, CurrentUser, FormPage, FreshLoginRequired, LoginExpired, LoginRequired,
 };
 pub use error::{cause_chain, AuthError};
-pub use login::{end_other_logins, log_in, log_out, reauthenticate};
+pub use login::{
+    begin_second_factor, complete_second_factor, end_other_logins, has_second_factor, log_in, log_out,
+    pending_login, reauthenticate, verify_second_factor, SecondFactorOutcome,
+};
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
 pub use state::{Auth, LoginHook, LoginWork};
 pub use user::AuthUser;

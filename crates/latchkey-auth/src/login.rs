@@ -5,7 +5,7 @@ use actix_web::{HttpMessage, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::Connection;
-use latchkey_sessions::{keys, ServedInGrace, TypedSession};
+use latchkey_sessions::{keys, ServedInGrace, SessionKey, TypedSession};
 use rand::RngCore;
 
 use crate::client::ClientInfo;
@@ -13,6 +13,7 @@ use crate::csrf;
 use crate::current::{forget, CurrentUser, LoginRequired};
 use crate::error::AuthError;
 use crate::registry::{token_id, Login, NewLogin};
+use crate::second_factor::{self, PendingLogin, TotpFactor};
 use crate::state::Auth;
 use crate::user::AuthUser;
 
@@ -26,6 +27,16 @@ use crate::user::AuthUser;
 /// for the credentials of that moment, so a password change that lands while bcrypt runs
 /// ends it.
 pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) -> Result<(), AuthError> {
+    start_login(req, user, remember, false).await
+}
+
+/// [`log_in`], recording whether the proof included a second factor.
+async fn start_login<U: AuthUser>(
+    req: &HttpRequest,
+    user: &U,
+    remember: bool,
+    second_factor: bool,
+) -> Result<(), AuthError> {
     end_current(req).await?;
     let auth = Auth::of(req)?;
     let mut bytes = [0u8; 32];
@@ -49,6 +60,7 @@ pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) ->
                 credential_epoch,
                 rotated_at: now,
                 proved_at: now,
+                second_factor,
             }
             .insert(conn)?;
             match hook_work {
@@ -70,6 +82,7 @@ pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) ->
         .and_then(|()| session.insert(keys::ROTATED, &unix_now))
         .and_then(|()| session.insert(keys::LOGIN_GENERATION, &0))
         .map_err(AuthError::internal)?;
+    session.remove(PENDING_LOGIN);
     CurrentUser::<U>::forget_cached(req);
     // A new login's cookie must reach the browser, even from a session served in grace.
     req.extensions_mut().remove::<ServedInGrace>();
@@ -81,16 +94,19 @@ pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) ->
 /// protection compares later requests with this client, and the session id is renewed, as at
 /// login, so an id observed before the proof is worth less after it.
 ///
-/// Check the proof before calling this; a failed proof must change nothing.
+/// Check the proof before calling this; a failed proof must change nothing. `with_factor`
+/// says whether the proof included a second factor.
 pub async fn reauthenticate<U: AuthUser>(
     req: &HttpRequest,
     current: &LoginRequired<U>,
+    with_factor: bool,
 ) -> Result<(), AuthError> {
     let auth = Auth::of(req)?;
     let id = current.login().id.clone();
     let now = chrono::Utc::now().naive_utc();
     let client = ClientInfo::of(req, &auth.policy.trusted_proxies);
-    latchkey_db::run(&auth.pool, move |conn| Login::record_proof(conn, &id, now, &client)).await?;
+    latchkey_db::run(&auth.pool, move |conn| Login::record_proof(conn, &id, now, &client, with_factor))
+        .await?;
     TypedSession::of(req).renew();
     CurrentUser::<U>::forget_cached(req);
     // The renewed cookie must reach the browser, even from a session served in grace.
@@ -139,4 +155,137 @@ async fn end_current(req: &HttpRequest) -> Result<(), AuthError> {
     let id = token_id(&token);
     latchkey_db::run(&auth.pool, move |conn| Login::delete(conn, &id)).await?;
     Ok(())
+}
+
+// ---- the second step of a login with a second factor ----------------------------------------
+
+/// The session key of this browser's pending login token.
+const PENDING_LOGIN: SessionKey<String> = SessionKey::new("latchkey.pending_login");
+
+/// Whether `user` has an active second factor, which a password login must add.
+pub async fn has_second_factor<U: AuthUser>(req: &HttpRequest, user: &U) -> Result<bool, AuthError> {
+    let auth = Auth::of(req)?;
+    let user_id = user.id();
+    Ok(latchkey_db::run(&auth.pool, move |conn| TotpFactor::is_enabled(conn, user_id)).await?)
+}
+
+/// After the right password of a user with a second factor: records a pending login for this
+/// browser (on the server, with its count of wrong codes) instead of logging in. The browser
+/// is not logged in until [`complete_second_factor`] accepts a code, within
+/// [`second_factor::PENDING_LIFETIME`]. Pass the user as read before the password was checked.
+pub async fn begin_second_factor<U: AuthUser>(
+    req: &HttpRequest,
+    user: &U,
+    remember: bool,
+    next: &str,
+) -> Result<(), AuthError> {
+    let auth = Auth::of(req)?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let id = token_id(&token);
+    let (user_id, epoch, next) = (user.id(), user.credential_epoch(), next.to_owned());
+    let now = chrono::Utc::now().naive_utc();
+    latchkey_db::run(&auth.pool, move |conn| {
+        PendingLogin::insert(conn, &id, user_id, now, remember, &next, epoch)
+    })
+    .await?;
+    TypedSession::of(req).insert(PENDING_LOGIN, &token).map_err(AuthError::internal)
+}
+
+/// This browser's pending login, while it lives.
+pub async fn pending_login(req: &HttpRequest) -> Result<Option<PendingLogin>, AuthError> {
+    let Some(token) = TypedSession::of(req).get(PENDING_LOGIN) else { return Ok(None) };
+    let auth = Auth::of(req)?;
+    let (id, now) = (token_id(&token), chrono::Utc::now().naive_utc());
+    let pending = latchkey_db::run(&auth.pool, move |conn| PendingLogin::find_live(conn, &id, now)).await?;
+    if pending.is_none() {
+        TypedSession::of(req).remove(PENDING_LOGIN);
+    }
+    Ok(pending)
+}
+
+/// What a second-factor code did to a pending login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondFactorOutcome {
+    /// The code was right: the browser is logged in; go to `next` (unchecked: pass it through
+    /// [`crate::next::target`]).
+    LoggedIn {
+        /// Where the login form said to go.
+        next: String,
+    },
+    /// The code was wrong; this many more may be tried.
+    Wrong {
+        /// Wrong codes still allowed before the pending login ends.
+        attempts_left: i32,
+    },
+    /// There is no pending login (none, expired, or its credentials changed), or this code was
+    /// the last wrong one allowed: log in again.
+    StartOver {
+        /// Whether it ended because of too many wrong codes.
+        too_many_attempts: bool,
+    },
+}
+
+/// Checks `code` (a TOTP code or a recovery code) for this browser's pending login. Only a
+/// right code creates the login (with remember-me as chosen at the password step), which
+/// renews the session id.
+pub async fn complete_second_factor<U: AuthUser>(
+    req: &HttpRequest,
+    code: &str,
+) -> Result<SecondFactorOutcome, AuthError> {
+    let start_over = |too_many_attempts| {
+        TypedSession::of(req).remove(PENDING_LOGIN);
+        Ok(SecondFactorOutcome::StartOver { too_many_attempts })
+    };
+    let Some(pending) = pending_login(req).await? else { return start_over(false) };
+    let auth = Auth::of(req)?;
+    let keys = auth.factor_keys()?.clone();
+    let code = code.to_owned();
+    let now = chrono::Utc::now().naive_utc();
+    let id = pending.id.clone();
+    let checked = latchkey_db::run(&auth.pool, move |conn| {
+        let user =
+            U::load(conn, pending.user_id)?.filter(|u| u.credential_epoch() == pending.credential_epoch);
+        let Some(user) = user else {
+            PendingLogin::delete(conn, &pending.id)?;
+            return Ok(Err(None));
+        };
+        if second_factor::verify(conn, &keys, pending.user_id, &code, now)?.is_some() {
+            PendingLogin::delete(conn, &pending.id)?;
+            return Ok(Ok((user, pending)));
+        }
+        let attempts = PendingLogin::record_failure(conn, &pending.id)?;
+        if attempts >= second_factor::MAX_ATTEMPTS {
+            PendingLogin::delete(conn, &pending.id)?;
+            return Ok(Err(None));
+        }
+        Ok(Err(Some(second_factor::MAX_ATTEMPTS - attempts)))
+    })
+    .await?;
+    match checked {
+        Ok((user, pending)) => {
+            start_login(req, &user, pending.remember, true).await?;
+            Ok(SecondFactorOutcome::LoggedIn { next: pending.next })
+        }
+        Err(Some(attempts_left)) => {
+            log::info!("a wrong second-factor code for pending login {}", &id[..8]);
+            Ok(SecondFactorOutcome::Wrong { attempts_left })
+        }
+        Err(None) => start_over(true),
+    }
+}
+
+/// Checks `code` against the user's active second factor (a TOTP code of an unused step, or an
+/// unused recovery code, which this uses up).
+pub async fn verify_second_factor(
+    req: &HttpRequest,
+    user_id: i32,
+    code: &str,
+) -> Result<Option<second_factor::Proof>, AuthError> {
+    let auth = Auth::of(req)?;
+    let keys = auth.factor_keys()?.clone();
+    let (code, now) = (code.to_owned(), chrono::Utc::now().naive_utc());
+    Ok(latchkey_db::run(&auth.pool, move |conn| second_factor::verify(conn, &keys, user_id, &code, now))
+        .await?)
 }

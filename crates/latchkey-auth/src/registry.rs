@@ -36,6 +36,8 @@ pub mod schema {
             rotated_at -> Timestamp,
             /// The last proof of identity: the password at login, or at re-authentication.
             proved_at -> Timestamp,
+            /// Whether that proof included a second factor.
+            second_factor -> Bool,
         }
     }
 
@@ -48,7 +50,8 @@ pub mod schema {
         remember BOOLEAN NOT NULL DEFAULT FALSE, fresh BOOLEAN NOT NULL DEFAULT TRUE,
         credential_epoch BIGINT NOT NULL DEFAULT 0, generation BIGINT NOT NULL DEFAULT 0,
         rotated_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00',
-        proved_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00');
+        proved_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00',
+        second_factor BOOLEAN NOT NULL DEFAULT FALSE);
         CREATE INDEX IF NOT EXISTS logins_user_id_idx ON logins (user_id);";
 }
 
@@ -83,6 +86,8 @@ pub struct Login {
     pub rotated_at: NaiveDateTime,
     /// The last proof of identity: the password at login, or at re-authentication.
     pub proved_at: NaiveDateTime,
+    /// Whether that proof included a second factor.
+    pub second_factor: bool,
 }
 
 /// A login about to be recorded.
@@ -109,6 +114,8 @@ pub struct NewLogin<'a> {
     pub rotated_at: NaiveDateTime,
     /// When identity was proved; at first, when the login begins.
     pub proved_at: NaiveDateTime,
+    /// Whether the proof included a second factor.
+    pub second_factor: bool,
 }
 
 impl NewLogin<'_> {
@@ -146,10 +153,12 @@ impl Login {
         id: &str,
         now: NaiveDateTime,
         client: &crate::client::ClientInfo,
+        second_factor: bool,
     ) -> QueryResult<()> {
         diesel::update(logins::table.find(id))
             .set((
                 logins::proved_at.eq(now),
+                logins::second_factor.eq(second_factor),
                 logins::fresh.eq(true),
                 logins::ip.eq(client.ip.as_deref()),
                 logins::user_agent.eq(client.user_agent.as_deref()),

@@ -310,6 +310,7 @@ mod tests {
             generation: 0,
             rotated_at: at(created),
             proved_at: at(created),
+            second_factor: false,
         }
     }
 

@@ -10,6 +10,7 @@ use latchkey_db::{DbConnection, DbError, Pool};
 use crate::error::AuthError;
 use crate::password::Hasher;
 use crate::rules::LoginPolicy;
+use crate::second_factor::FactorKeys;
 
 /// Work to run in a login's transaction, given the user's id.
 pub type LoginWork = Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send>;
@@ -36,6 +37,7 @@ pub struct Auth {
     /// The key being rotated out: tokens derived from it are still accepted.
     pub(crate) csrf_key_previous: Option<Vec<u8>>,
     pub(crate) production: bool,
+    pub(crate) factor_keys: Option<FactorKeys>,
     pub(crate) hook: Option<Arc<dyn LoginHook>>,
 }
 
@@ -56,8 +58,24 @@ impl Auth {
             csrf_key: csrf_key.into(),
             csrf_key_previous: None,
             production,
+            factor_keys: None,
             hook: None,
         }
+    }
+
+    /// Turns on second factors (TOTP and recovery codes), kept under `keys`.
+    pub fn with_second_factors(mut self, keys: FactorKeys) -> Self {
+        self.factor_keys = Some(keys);
+        self
+    }
+
+    /// The keys of second factors, if they are on.
+    pub fn factor_keys(&self) -> Result<&FactorKeys, AuthError> {
+        self.factor_keys.as_ref().ok_or_else(|| {
+            AuthError::internal(anyhow::anyhow!(
+                "second factors are not configured (Auth::with_second_factors)"
+            ))
+        })
     }
 
     /// Also accepts CSRF tokens derived from `key`, the key being rotated out, while pages

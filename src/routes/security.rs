@@ -1,0 +1,224 @@
+//! Second factors: `/account/security` lists them; setting up or removing the authenticator
+//! app and regenerating recovery codes need a fresh login.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use actix_web_flash_messages::FlashMessage;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use tera::Context;
+
+use latchkey_auth::csrf::{CsrfForm, NoFields};
+use latchkey_auth::second_factor::{self, TotpFactor};
+use latchkey_auth::{Auth, FormPage};
+use latchkey_sessions::{SessionKey, TypedSession};
+
+use crate::auth::{FreshLoginRequired, LoginRequired};
+use crate::db;
+use crate::error::AppError;
+use crate::http;
+use crate::pages::{see_other, Page};
+use crate::state::AppState;
+
+pub fn config(cfg: &mut web::ServiceConfig) {
+    let from = |path: &'static str| web::resource(path).app_data(FormPage(SECURITY));
+    cfg.route(SECURITY, http::get().to(security))
+        .service(from("/account/security/totp").route(web::post().to(begin_totp)))
+        .service(from("/account/security/totp/confirm").route(web::post().to(confirm_totp)))
+        .service(from("/account/security/totp/disable").route(web::post().to(disable_totp)))
+        .service(
+            from(RECOVERY_CODES)
+                .route(http::get().to(show_recovery_codes))
+                .route(web::post().to(regenerate_recovery_codes)),
+        );
+}
+
+const SECURITY: &str = "/account/security";
+const RECOVERY_CODES: &str = "/account/security/recovery-codes";
+/// The name authenticator apps show beside the account.
+const ISSUER: &str = "latchkey";
+
+/// Recovery codes just made, kept in the session until their page shows them once.
+const NEW_RECOVERY_CODES: SessionKey<Vec<String>> = SessionKey::new("latchkey.new_recovery_codes");
+
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+/// The factors: whether the authenticator app is on, and how many recovery codes are left.
+async fn security(
+    user: LoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let user_id = user.id;
+    let (enabled, left) = db::run(&state.pool, move |conn| {
+        Ok((TotpFactor::is_enabled(conn, user_id)?, second_factor::recovery_codes_left(conn, user_id)?))
+    })
+    .await?;
+    let mut context = Context::new();
+    context.insert("totp_enabled", &enabled);
+    context.insert("recovery_codes_left", &left);
+    page.render("account_security.html", context)
+}
+
+/// Starts setting up the authenticator app: a new secret, shown as a QR code, in base32 and as
+/// its `otpauth://` URI. It guards nothing until a code confirms it.
+async fn begin_totp(
+    _form: CsrfForm<NoFields>,
+    user: FreshLoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let keys = Auth::of(page.request())?.factor_keys()?;
+    let secret = second_factor::new_totp_secret();
+    let sealed = keys.sealer.seal(&secret);
+    let (user_id, now) = (user.id, chrono::Utc::now().naive_utc());
+    let begun = db::run(&state.pool, move |conn| TotpFactor::begin(conn, user_id, &sealed, now)).await?;
+    if !begun {
+        FlashMessage::info("The authenticator app is already set up. Remove it first to set up another.")
+            .send();
+        return Ok(see_other(SECURITY));
+    }
+    totp_page(&page, StatusCode::OK, &secret, &user.email, None)
+}
+
+/// The set-up page for `secret`.
+fn totp_page(
+    page: &Page,
+    status: StatusCode,
+    secret: &[u8],
+    email: &str,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let uri = second_factor::otpauth_uri(secret, ISSUER, email);
+    let mut context = Context::new();
+    context.insert("secret", &second_factor::base32(secret));
+    context.insert("otpauth_uri", &uri);
+    context.insert("qr_code", &qr_code_data_uri(&uri)?);
+    context.insert("error", &error);
+    page.render_with_status(status, "account_totp.html", context)
+}
+
+/// The QR code of `text` as an SVG image in a `data:` URI, drawn here: no outside service
+/// sees the secret. (An image rather than inline markup: templates stay the only HTML.)
+fn qr_code_data_uri(text: &str) -> Result<String, AppError> {
+    let code = qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| AppError::internal(anyhow::anyhow!("QR code: {e}")))?;
+    let svg = code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(240, 240).build();
+    Ok(format!("data:image/svg+xml;base64,{}", STANDARD.encode(svg)))
+}
+
+/// Confirms set-up with one valid code; the recovery codes are made then and shown once.
+async fn confirm_totp(
+    CsrfForm(form): CsrfForm<CodeForm>,
+    user: FreshLoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let keys = Auth::of(page.request())?.factor_keys()?.clone();
+    let user_id = user.id;
+    let unix = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+    let codes = second_factor::new_recovery_codes();
+    let stored = codes.clone();
+    let outcome = db::run(&state.pool, move |conn| {
+        if second_factor::confirm_totp(conn, &keys, user_id, &form.code, unix)? {
+            second_factor::replace_recovery_codes(conn, &keys, user_id, &stored)?;
+            return Ok(Ok(()));
+        }
+        // Wrong: the set-up page again, with the same secret.
+        let factor = TotpFactor::find(conn, user_id)?.filter(|f| !f.confirmed);
+        Ok(Err(match factor {
+            Some(factor) => factor.open_secret(conn, &keys)?,
+            None => None,
+        }))
+    })
+    .await?;
+    match outcome {
+        Ok(()) => {
+            log::info!("user {user_id} turned on the authenticator app");
+            keep_for_display(&page, &codes)?;
+            FlashMessage::success("The authenticator app is on. Keep these recovery codes somewhere safe.")
+                .send();
+            Ok(see_other(RECOVERY_CODES))
+        }
+        Err(Some(secret)) => totp_page(
+            &page,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &secret,
+            &user.email,
+            Some("That code is not right. Check the time on your phone and try the next code."),
+        ),
+        Err(None) => {
+            FlashMessage::info("Start setting up the authenticator app again.").send();
+            Ok(see_other(SECURITY))
+        }
+    }
+}
+
+/// Turns the authenticator app off, with its recovery codes, after one valid code.
+async fn disable_totp(
+    CsrfForm(form): CsrfForm<CodeForm>,
+    user: FreshLoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    if latchkey_auth::verify_second_factor(page.request(), user.id, &form.code).await?.is_none() {
+        FlashMessage::error("That code is not right: the authenticator app is still on.").send();
+        return Ok(see_other(SECURITY));
+    }
+    let user_id = user.id;
+    db::run(&state.pool, move |conn| TotpFactor::remove(conn, user_id)).await?;
+    log::info!("user {user_id} turned off the authenticator app");
+    FlashMessage::success("The authenticator app is off, and the recovery codes with it.").send();
+    Ok(see_other(SECURITY))
+}
+
+/// A new set of recovery codes; the old set stops working.
+async fn regenerate_recovery_codes(
+    _form: CsrfForm<NoFields>,
+    user: FreshLoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let keys = Auth::of(page.request())?.factor_keys()?.clone();
+    let user_id = user.id;
+    let codes = second_factor::new_recovery_codes();
+    let stored = codes.clone();
+    let replaced = db::run(&state.pool, move |conn| {
+        if !TotpFactor::is_enabled(conn, user_id)? {
+            return Ok(false);
+        }
+        second_factor::replace_recovery_codes(conn, &keys, user_id, &stored).map(|()| true)
+    })
+    .await?;
+    if !replaced {
+        FlashMessage::info("Set up the authenticator app first.").send();
+        return Ok(see_other(SECURITY));
+    }
+    log::info!("user {user_id} made new recovery codes");
+    keep_for_display(&page, &codes)?;
+    Ok(see_other(RECOVERY_CODES))
+}
+
+fn keep_for_display(page: &Page, codes: &[String]) -> Result<(), AppError> {
+    TypedSession::of(page.request()).insert(NEW_RECOVERY_CODES, &codes.to_vec()).map_err(AppError::internal)
+}
+
+/// Shows recovery codes just made, once (and as a text file to download).
+async fn show_recovery_codes(_user: LoginRequired, page: Page) -> Result<HttpResponse, AppError> {
+    let session = TypedSession::of(page.request());
+    let Some(codes) = session.get(NEW_RECOVERY_CODES) else {
+        FlashMessage::info("Recovery codes are shown only once. Make new ones if you need them.").send();
+        return Ok(see_other(SECURITY));
+    };
+    session.remove(NEW_RECOVERY_CODES);
+    let text = format!("latchkey recovery codes (each works once)\n\n{}\n", codes.join("\n"));
+    let mut context = Context::new();
+    context.insert("codes", &codes);
+    context.insert("download", &format!("data:text/plain;charset=utf-8;base64,{}", STANDARD.encode(text)));
+    page.render("account_recovery_codes.html", context)
+}
