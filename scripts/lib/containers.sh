@@ -25,7 +25,8 @@ healthcheck_loop_pid=""
 ensure_container_tools() {
     local need=() pair
     for pair in podman=podman runc=runc docker-compose=docker-compose debootstrap=debootstrap \
-        curl=curl openssl=openssl; do
+        curl=curl openssl=openssl /usr/lib/podman/netavark=netavark \
+        /usr/lib/podman/aardvark-dns=aardvark-dns; do
         command -v "${pair%%=*}" >/dev/null 2>&1 || need+=("${pair#*=}")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -42,28 +43,34 @@ ensure_container_tools() {
     configure_podman
 }
 
-# crun 1.8 refuses to start containers on this kind of machine ("cgroups in hybrid mode not
-# supported") and podman's default rlimits (1048576 open files) cannot be set here: runc, and
-# limits the kernel grants. Written as a drop-in so the machine's own containers.conf stays
-# untouched.
-configure_podman() {
-    local conf=/etc/containers/containers.conf.d/50-latchkey.conf
-    [ -f "$conf" ] && return 0
-    if [ "$(id -u)" -ne 0 ]; then
-        say "podman needs $conf (runtime runc, lower default ulimits); run as root once"
-        exit 1
-    fi
-    mkdir -p "$(dirname "$conf")"
-    cat >"$conf" <<'EOF'
-# Written by latchkey's scripts/lib/containers.sh: crun fails here with "cgroups in hybrid mode
-# not supported", and podman's default ulimits exceed what this machine allows.
+# What podman needs on this kind of machine, as a drop-in so the machine's own containers.conf
+# stays untouched:
+# - runc: crun 1.8 refuses to start containers here ("cgroups in hybrid mode not supported");
+# - limits the kernel grants: podman's default rlimits (1048576 open files) cannot be set here;
+# - netavark with aardvark-dns: with the CNI plugins of a recommends-less install, compose
+#   services cannot find each other by name.
+PODMAN_CONF=/etc/containers/containers.conf.d/50-latchkey.conf
+PODMAN_CONF_TEXT='# Written by latchkey'"'"'s scripts/lib/containers.sh (see there why).
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 
 [engine]
 runtime = "runc"
-EOF
-    say "wrote $conf (runtime runc, default_ulimits)"
+
+[network]
+network_backend = "netavark"'
+
+configure_podman() {
+    if [ -f "$PODMAN_CONF" ] && [ "$(cat "$PODMAN_CONF")" = "$PODMAN_CONF_TEXT" ]; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        say "podman needs $PODMAN_CONF (runc, lower default ulimits, netavark); run as root once"
+        exit 1
+    fi
+    mkdir -p "$(dirname "$PODMAN_CONF")"
+    printf '%s\n' "$PODMAN_CONF_TEXT" >"$PODMAN_CONF"
+    say "wrote $PODMAN_CONF (runc, default ulimits, netavark)"
 }
 
 # Starts `podman system service` on a socket of its own in DIR (so an engine the machine already
