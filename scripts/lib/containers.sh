@@ -2,8 +2,8 @@
 # docker-compose v1; base images made locally when no registry can be reached.
 #
 # Source this file, then:
-#   ensure_container_tools         install podman, runc, docker-compose, debootstrap (as root)
-#                                  and set the two containers.conf settings podman needs here
+#   ensure_container_tools         install podman, runc, netavark, docker-compose, debootstrap
+#                                  (as root) and the containers.conf settings podman needs here
 #   start_podman_service DIR       a private Docker-API socket in DIR; exports DOCKER_HOST
 #   start_healthcheck_loop PROJECT run the compose project's healthchecks (podman 4.3 runs them
 #                                  from systemd timers; without systemd nobody would)
