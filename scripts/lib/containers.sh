@@ -61,16 +61,23 @@ runtime = "runc"
 network_backend = "netavark"'
 
 configure_podman() {
-    if [ -f "$PODMAN_CONF" ] && [ "$(cat "$PODMAN_CONF")" = "$PODMAN_CONF_TEXT" ]; then
-        return 0
+    if [ ! -f "$PODMAN_CONF" ] || [ "$(cat "$PODMAN_CONF")" != "$PODMAN_CONF_TEXT" ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            say "podman needs $PODMAN_CONF (runc, lower default ulimits, netavark); run as root once"
+            exit 1
+        fi
+        mkdir -p "$(dirname "$PODMAN_CONF")"
+        printf '%s\n' "$PODMAN_CONF_TEXT" >"$PODMAN_CONF"
+        say "wrote $PODMAN_CONF (runc, default ulimits, netavark)"
     fi
-    if [ "$(id -u)" -ne 0 ]; then
-        say "podman needs $PODMAN_CONF (runc, lower default ulimits, netavark); run as root once"
-        exit 1
+    # The bridge of podman's default CNI network, left by podman before it used netavark, holds
+    # the default network's subnet (10.88.0.0/16): packets meant for netavark's bridge would go
+    # there, and builds could not reach the mirrors. Removed when no container is attached.
+    if [ "$(id -u)" -eq 0 ] && command -v ip >/dev/null 2>&1 && ip link show cni-podman0 >/dev/null 2>&1 \
+        && [ -z "$(ip link show master cni-podman0 2>/dev/null)" ]; then
+        ip link delete cni-podman0
+        say "removed the unused CNI bridge cni-podman0 (podman uses netavark)"
     fi
-    mkdir -p "$(dirname "$PODMAN_CONF")"
-    printf '%s\n' "$PODMAN_CONF_TEXT" >"$PODMAN_CONF"
-    say "wrote $PODMAN_CONF (runc, default ulimits, netavark)"
 }
 
 # Starts `podman system service` on a socket of its own in DIR (so an engine the machine already
