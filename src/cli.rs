@@ -1,5 +1,11 @@
-//! The `latchkey` command line: `serve` (the default) and `migrate`.
+//! The `latchkey` command line: `serve` (the default), `migrate`, `sessions purge` and
+//! `healthcheck`.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::db;
@@ -20,6 +26,9 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Ask the running server's `/healthz` (at `BIND`); exit 0 when it answers 200, 1 otherwise.
+    /// The container image's HEALTHCHECK, which needs no curl.
+    Healthcheck,
     /// Manage server-side sessions.
     Sessions {
         #[command(subcommand)]
@@ -44,6 +53,7 @@ impl Cli {
                     println!("  {migration}");
                 }
             }
+            Command::Healthcheck => healthcheck(&settings.bind, Duration::from_secs(3))?,
             Command::Sessions { action: SessionsCommand::Purge } => {
                 let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
                 let policy = settings.login_policy();
@@ -56,4 +66,41 @@ impl Cli {
         }
         Ok(())
     }
+}
+
+/// One `GET /healthz` to the server listening on `bind`, over loopback when it listens on every
+/// address. Written with the standard library because the runtime has no HTTP client, and one
+/// request with a fixed shape does not justify adding one to the binary.
+pub fn healthcheck(bind: &str, timeout: Duration) -> Result<(), anyhow::Error> {
+    let address = probe_address(bind)?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("healthcheck: cannot connect to {address}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let read = stream.read(&mut head).with_context(|| format!("healthcheck: no answer from {address}"))?;
+    let status_line = String::from_utf8_lossy(&head[..read]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or("none");
+    anyhow::ensure!(status == "200", "healthcheck: {address}/healthz answered {status}");
+    println!("healthy: http://{address}/healthz answered 200");
+    Ok(())
+}
+
+/// The address to probe for a `BIND` of `host:port`: an unspecified host (`0.0.0.0`, `[::]`)
+/// means this machine, reached over loopback.
+fn probe_address(bind: &str) -> Result<SocketAddr, anyhow::Error> {
+    let mut address = bind
+        .to_socket_addrs()
+        .with_context(|| format!("healthcheck: BIND={bind} is not an address"))?
+        .next()
+        .with_context(|| format!("healthcheck: BIND={bind} resolves to no address"))?;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok(address)
 }

@@ -4,6 +4,9 @@ use actix_web::cookie::Key;
 use hmac::{Hmac, Mac};
 use sha2::Sha512;
 
+use latchkey_sessions::{Rekey, Sealing};
+
+use crate::pages::{flash, preferences::Preferences};
 use crate::settings::SecretKey;
 
 /// The keys the site signs and encrypts with.
@@ -27,6 +30,36 @@ impl Keys {
             csrf: derive(master, "latchkey/csrf/v1").to_vec(),
             preferences: Key::from(&derive(master, "latchkey/preferences-cookie/v1")),
         }
+    }
+
+    /// The middleware that accepts this site's cookies sealed under `previous` keys (from
+    /// `SECRET_KEY_PREVIOUS`) and re-seals them under these. The session cookie is re-issued
+    /// by the session layers; the preferences cookie here, with its usual attributes; a flash
+    /// cookie is read once and cleared, so it needs no re-issue.
+    pub fn rekey(&self, previous: Option<&Keys>, production: bool) -> Rekey {
+        let Some(previous) = previous else { return Rekey::default() };
+        Rekey::default()
+            .with_cookie(
+                latchkey_sessions::cookie_name(production),
+                Sealing::Private,
+                self.session.clone(),
+                Some(previous.session.clone()),
+                None,
+            )
+            .with_cookie(
+                flash::cookie_name(production),
+                Sealing::Signed,
+                self.flash.clone(),
+                Some(previous.flash.clone()),
+                None,
+            )
+            .with_cookie(
+                crate::pages::preferences::cookie_name(production),
+                Sealing::Signed,
+                self.preferences.clone(),
+                Some(previous.preferences.clone()),
+                Some(Preferences::default().to_cookie_unsealed(production)),
+            )
     }
 }
 

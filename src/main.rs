@@ -3,7 +3,7 @@ use latchkey::cli::Cli;
 use latchkey::settings::Settings;
 
 #[actix_web::main]
-async fn main() -> std::process::ExitCode {
+async fn main() {
     let cli = Cli::parse();
     // .env may set RUST_LOG, so it is read before logging starts (and again by Settings).
     let _ = dotenvy::dotenv();
@@ -14,12 +14,15 @@ async fn main() -> std::process::ExitCode {
         Ok(settings) => cli.run(settings).await,
         Err(error) => Err(error.into()),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(error) => {
             log::error!("{error:#}");
             eprintln!("latchkey: {error:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit here rather than return: returning drops the runtime, which waits for every blocking
+    // task, so a bcrypt still running after SHUTDOWN_TIMEOUT would hold the exit back.
+    std::process::exit(code)
 }

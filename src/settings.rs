@@ -176,6 +176,11 @@ pub struct Settings {
     pub session_store: SessionStoreKind,
     pub sessions: SessionPolicy,
     pub secret_key: SecretKey,
+    /// The key being rotated out: cookies and CSRF tokens made with it are still accepted, and
+    /// re-issued under `secret_key`.
+    pub secret_key_previous: Option<SecretKey>,
+    /// How long a stopping server (SIGTERM) lets requests in flight finish.
+    pub shutdown_timeout: Duration,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
     /// Where to read templates from instead of the copies built into the binary (for editing
@@ -295,6 +300,16 @@ impl Settings {
             None => SecretKey::new(development_secret(Path::new(DATA_DIR))?.into_bytes())?,
         };
 
+        let secret_key_previous = match get("SECRET_KEY_PREVIOUS") {
+            None => None,
+            Some(key) => Some(
+                SecretKey::new(key.as_bytes().to_vec())
+                    .map_err(|e| SettingsError::new("SECRET_KEY_PREVIOUS", e.reason))?,
+            ),
+        };
+        let shutdown_timeout =
+            parse_duration_var(get("SHUTDOWN_TIMEOUT"), "SHUTDOWN_TIMEOUT", Duration::from_secs(30))?;
+
         let bcrypt_cost = parse_number(get("BCRYPT_COST"), "BCRYPT_COST", 12)?;
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(SettingsError::new("BCRYPT_COST", "must be between 4 and 31"));
@@ -310,8 +325,10 @@ impl Settings {
         if database_pool_size == 0 {
             return Err(SettingsError::new("DATABASE_POOL_SIZE", "must be at least 1"));
         }
+        // r2d2 retries a failed connection with a back-off capped at half this time-out, so it
+        // also bounds how long pages stay 503 after the database returns.
         let database_timeout =
-            parse_duration_var(get("DATABASE_TIMEOUT"), "DATABASE_TIMEOUT", Duration::from_secs(5))?;
+            parse_duration_var(get("DATABASE_TIMEOUT"), "DATABASE_TIMEOUT", Duration::from_secs(2))?;
         let redis_timeout =
             parse_duration_var(get("REDIS_TIMEOUT"), "REDIS_TIMEOUT", Duration::from_secs(2))?;
 
@@ -326,6 +343,8 @@ impl Settings {
             session_store,
             sessions,
             secret_key,
+            secret_key_previous,
+            shutdown_timeout,
             bcrypt_cost,
             password_min_length,
             templates_dir: get("TEMPLATES_DIR").map(PathBuf::from),
@@ -462,6 +481,8 @@ mod tests {
             ("BCRYPT_COST", "two"),
             ("BCRYPT_COST", "40"),
             ("SECRET_KEY", "short"),
+            ("SECRET_KEY_PREVIOUS", "short"),
+            ("SHUTDOWN_TIMEOUT", "0s"),
             ("DATABASE_TIMEOUT", "soon"),
             ("REDIS_URL", "http://x"),
             ("IDLE_TIMEOUT", "forever"),
@@ -495,11 +516,13 @@ mod tests {
         let settings = Settings::from_vars(&vars(&[
             ("DATABASE_URL", "postgres://u:hunter2@h/db"),
             ("REDIS_URL", "redis://:swordfish@h"),
+            ("SECRET_KEY_PREVIOUS", &"p".repeat(64)),
         ]))
         .unwrap_or_else(|e| unreachable!("the settings are valid: {e}"));
         let text = format!("{settings:?}");
         assert!(text.contains("Postgres") && text.contains("redis_url: Some"), "{text}");
         assert!(!text.contains("swordfish"), "{text}");
         assert!(!text.contains("hunter2") && !text.contains(&"k".repeat(64)), "{text}");
+        assert!(!text.contains(&"p".repeat(64)), "the previous key is redacted too: {text}");
     }
 }

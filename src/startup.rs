@@ -61,6 +61,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (BIND)", settings.bind))?;
         let address = listener.local_addr()?;
         let production = settings.is_production();
+        let shutdown_timeout = settings.shutdown_timeout;
         log::info!(
             "latchkey listening on http://{address} ({} mode; database: {}; sessions: {}; static files: {})",
             if production { "production" } else { "development" },
@@ -70,6 +71,11 @@ impl Application {
         );
 
         let keys = Keys::derive(&settings.secret_key);
+        let previous_keys = settings.secret_key_previous.as_ref().map(Keys::derive);
+        let rekey = keys.rekey(previous_keys.as_ref(), production);
+        if rekey.is_active() {
+            log::info!("SECRET_KEY_PREVIOUS is set: cookies and CSRF tokens of the previous key are accepted and re-issued");
+        }
         let lifetimes = settings.sessions.lifetimes();
         let policy = settings.login_policy();
         let hasher = Hasher::new(settings.bcrypt_cost).await?;
@@ -77,6 +83,7 @@ impl Application {
         spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
+                .with_previous_csrf_key(previous_keys.map(|previous| previous.csrf))
                 .with_login_hook(MergeGuestCart),
         );
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
@@ -106,12 +113,17 @@ impl Application {
                 .wrap(from_fn(http::refuse_unsupported))
                 .wrap(ErrorPages)
                 .wrap(from_fn(move |req, next| headers.apply(req, next)))
+                // Outside every layer that reads a cookie: they see cookies of the current key.
+                .wrap(rekey.clone())
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
                 .configure(routes::health::config)
                 .service(Files::new("/static", &static_dir))
                 .service(pages)
         })
         .listen(listener)?
+        // SIGTERM (Docker's stop signal) stops accepting and lets requests in flight, a login in
+        // the middle of its bcrypt included, finish for this long; SIGINT stops at once.
+        .shutdown_timeout(shutdown_timeout.as_secs().max(1))
         .run();
 
         Ok(Self { port: address.port(), server })
@@ -121,8 +133,11 @@ impl Application {
         self.port
     }
 
+    /// Serves until stopped: SIGTERM drains requests in flight for up to `SHUTDOWN_TIMEOUT`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        self.server.await?;
+        log::info!("latchkey stopped");
+        Ok(())
     }
 }
 

@@ -35,6 +35,7 @@ ensure_packages() {
         if command -v service >/dev/null 2>&1; then
             service postgresql stop >/dev/null 2>&1 || true
             service redis-server stop >/dev/null 2>&1 || true
+            service nginx stop >/dev/null 2>&1 || true
         fi
     else
         say "missing: ${need[*]}. Install them with: sudo apt-get install ${need[*]}"

@@ -130,16 +130,20 @@ impl Preferences {
     /// The signed cookie that stores these preferences for a year.
     pub fn to_cookie(self, key: &Key, production: bool) -> Cookie<'static> {
         let name = cookie_name(production);
-        let cookie = Cookie::build(name, self.cookie_value())
+        let mut jar = CookieJar::new();
+        jar.signed_mut(key).add(self.to_cookie_unsealed(production));
+        jar.get(name).cloned().unwrap_or_else(|| unreachable!("the jar holds the cookie just added"))
+    }
+
+    /// The cookie with its attributes, its value not yet signed.
+    pub fn to_cookie_unsealed(self, production: bool) -> Cookie<'static> {
+        Cookie::build(cookie_name(production), self.cookie_value())
             .path("/")
             .http_only(true)
             .secure(production)
             .same_site(SameSite::Lax)
             .max_age(COOKIE_MAX_AGE)
-            .finish();
-        let mut jar = CookieJar::new();
-        jar.signed_mut(key).add(cookie);
-        jar.get(name).cloned().unwrap_or_else(|| unreachable!("the jar holds the cookie just added"))
+            .finish()
     }
 }
 

@@ -4,8 +4,10 @@
 //! without putting every visitor into the session store. The token is
 //! `HMAC(csrf_key, browser_secret)`: a token copied from another browser does not match this
 //! browser's secret, and it cannot be forged without the key. The secret is renewed at login
-//! and logout, so a token from before either no longer works. On top of the token, a request
-//! whose `Origin` names another site, or whose `Sec-Fetch-Site` is `cross-site`, is refused.
+//! and logout, so a token from before either no longer works. While the key rotates, tokens
+//! of the previous key are accepted too ([`crate::Auth::with_previous_csrf_key`]). On top of
+//! the token, a request whose `Origin` names another site, or whose `Sec-Fetch-Site` is
+//! `cross-site`, is refused.
 
 use std::future::{ready, Ready};
 
@@ -111,11 +113,12 @@ pub fn verify(req: &HttpRequest, submitted: Option<&str>) -> Result<(), AuthErro
     let auth = Auth::of(req)?;
     let submitted = submitted.filter(|t| !t.is_empty()).ok_or(AuthError::CsrfRejected("no CSRF token"))?;
     let secret = browser_secret(req, auth.production).ok_or(AuthError::CsrfRejected("no CSRF cookie"))?;
-    let expected = derive(&auth.csrf_key, &secret);
-    if !bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) {
-        return Err(AuthError::CsrfRejected("wrong CSRF token"));
+    let matches = |key: &[u8]| bool::from(derive(key, &secret).as_bytes().ct_eq(submitted.as_bytes()));
+    if matches(&auth.csrf_key) || auth.csrf_key_previous.as_deref().is_some_and(matches) {
+        Ok(())
+    } else {
+        Err(AuthError::CsrfRejected("wrong CSRF token"))
     }
-    Ok(())
 }
 
 /// This browser's CSRF secret, if it sent a well-formed one.

@@ -33,6 +33,8 @@ pub struct Auth {
     pub(crate) policy: Arc<LoginPolicy>,
     pub(crate) hasher: Hasher,
     pub(crate) csrf_key: Vec<u8>,
+    /// The key being rotated out: tokens derived from it are still accepted.
+    pub(crate) csrf_key_previous: Option<Vec<u8>>,
     pub(crate) production: bool,
     pub(crate) hook: Option<Arc<dyn LoginHook>>,
 }
@@ -47,7 +49,22 @@ impl Auth {
         csrf_key: impl Into<Vec<u8>>,
         production: bool,
     ) -> Self {
-        Self { pool, policy: Arc::new(policy), hasher, csrf_key: csrf_key.into(), production, hook: None }
+        Self {
+            pool,
+            policy: Arc::new(policy),
+            hasher,
+            csrf_key: csrf_key.into(),
+            csrf_key_previous: None,
+            production,
+            hook: None,
+        }
+    }
+
+    /// Also accepts CSRF tokens derived from `key`, the key being rotated out, while pages
+    /// made under it are still open in browsers. New tokens always come from the current key.
+    pub fn with_previous_csrf_key(mut self, key: Option<impl Into<Vec<u8>>>) -> Self {
+        self.csrf_key_previous = key.map(Into::into);
+        self
     }
 
     /// Runs `hook` in every login's transaction.

@@ -8,6 +8,8 @@
 //!   hold a login, make the cookie of a remembered login persistent, and keep a request served
 //!   in a grace period from sending an old cookie back.
 //! - [`TypedSession`] and [`keys`]: every key of the session state, with its type.
+//! - [`Rekey`]: middleware that keeps cookies sealed under a previous key working while the
+//!   servers move to a new one, and re-seals them under the new one.
 //!
 //! ```no_run
 //! use actix_web::{cookie::Key, App, HttpServer};
@@ -32,12 +34,14 @@
 pub mod database;
 mod lifecycle;
 pub mod redis;
+mod rekey;
 mod store;
 mod typed;
 
 use std::time::Duration;
 
 pub use lifecycle::{Lifecycle, ServedInGrace, SessionCookie};
+pub use rekey::{Rekey, Resealed, Sealing};
 pub use store::{Backend, Store, COOKIE_STATE_LIMIT};
 pub use typed::{keys, SessionKey, TypedSession};
 

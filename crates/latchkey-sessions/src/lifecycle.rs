@@ -3,7 +3,9 @@
 //! - [`Lifecycle`] (inside the session middleware) refreshes a session that holds a login at
 //!   most once per touch interval (extending its server-side lifetime and re-issuing its
 //!   cookie), and replaces its id every rotate interval where ids name server-side state. A
-//!   retired id being served in its grace period is neither refreshed nor rotated.
+//!   retired id being served in its grace period is neither refreshed nor rotated. A session
+//!   whose cookie [`crate::Rekey`] re-sealed under the current key is written, so its cookie
+//!   goes back to the browser under that key.
 //! - [`SessionCookie`] (outside it) adjusts the outgoing session cookie. It makes the cookie
 //!   persistent for logins that chose "Remember me": actix-session has one lifecycle for every
 //!   session (actix-extras #266), so the per-login choice is kept in the session
@@ -22,6 +24,7 @@ use actix_web::http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
+use crate::rekey::Resealed;
 use crate::{cookie_name, keys, Lifetimes, TypedSession};
 
 /// In the request extensions when the request is served on a session in its grace period: a
@@ -118,8 +121,14 @@ where
         if session.is_retired() {
             req.extensions_mut().insert(ServedInGrace);
         }
+        let now = chrono::Utc::now().timestamp();
+        let resealed = req.extensions().get::<Resealed>().is_some_and(Resealed::holds_session_cookie);
+        if resealed && !session.is_retired() {
+            // The cookie came sealed under a previous key: writing the session sends it back
+            // under the current one, with the attributes the session layers give it.
+            let _ = session.insert(keys::TOUCHED, &now);
+        }
         if session.contains(keys::IDENTITY) && !is_passive(req.path()) && !session.is_retired() {
-            let now = chrono::Utc::now().timestamp();
             let elapsed = |since: Option<i64>| {
                 Duration::from_secs(u64::try_from(now - since.unwrap_or(0)).unwrap_or(0))
             };

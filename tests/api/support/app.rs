@@ -41,7 +41,22 @@ pub struct TestApp {
     pub redis_proxy: Option<Proxy>,
     /// Removed when the app is dropped.
     database: TestDatabase,
+    /// The settings it was started with, for instances beside it.
+    vars: HashMap<String, String>,
     server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Another instance of a `TestApp`'s site (see [`TestApp::spawn_beside`]), stopped when dropped.
+pub struct Instance {
+    /// `http://127.0.0.1:port`
+    pub address: String,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 impl Deref for TestApp {
@@ -98,11 +113,18 @@ impl TestApp {
         for (key, value) in options.vars {
             vars.insert(key.into(), value);
         }
-        let settings = Settings::from_vars(&vars).expect("valid test settings");
-        let application = Application::build(settings).await.expect("application starts");
-        let browser = Browser::new(&format!("http://127.0.0.1:{}", application.port()), None);
-        let server = tokio::spawn(application.run_until_stopped());
-        TestApp { browser, store, database_proxy, redis_proxy, database, server }
+        let (address, server) = start(&vars).await;
+        let browser = Browser::new(&address, None);
+        TestApp { browser, store, database_proxy, redis_proxy, database, vars, server }
+    }
+
+    /// Another instance of this site, as behind a load balancer: the same database, Redis and
+    /// settings, with `vars` over them (another `SECRET_KEY`, say).
+    pub async fn spawn_beside(&self, vars: &[(&str, &str)]) -> Instance {
+        let mut settings = self.vars.clone();
+        settings.extend(vars.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())));
+        let (address, server) = start(&settings).await;
+        Instance { address, server }
     }
 
     /// Another browser on this site, with a cookie jar of its own.
@@ -131,8 +153,21 @@ impl TestApp {
         self.database.connect()
     }
 
+    /// The setting `name` this app was started with.
+    pub fn setting(&self, name: &str) -> &str {
+        self.vars.get(name).map(String::as_str).unwrap_or_default()
+    }
+
     /// How many rows of server-side session state the database holds.
     pub fn session_states(&self) -> i64 {
         latchkey_sessions::database::count(&mut self.connection()).expect("count session state")
     }
+}
+
+/// Starts a server with `vars` as its environment; returns its address and its task.
+async fn start(vars: &HashMap<String, String>) -> (String, JoinHandle<std::io::Result<()>>) {
+    let settings = Settings::from_vars(vars).expect("valid test settings");
+    let application = Application::build(settings).await.expect("application starts");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    (address, tokio::spawn(application.run_until_stopped()))
 }

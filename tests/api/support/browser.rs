@@ -34,8 +34,17 @@ impl Browser {
         Self::build(&self.address, self.user_agent.as_deref(), Some(cookies))
     }
 
+    /// This browser, cookie jar and all, on the site at `address`: another instance of the
+    /// same site, as a load balancer would send it there. Cookies do not tell ports apart.
+    pub fn at(&self, address: &str) -> Browser {
+        Self::with_jar(address, self.user_agent.as_deref(), None, self.jar.clone())
+    }
+
     fn build(address: &str, user_agent: Option<&str>, cookies: Option<&str>) -> Browser {
-        let jar = Arc::new(Jar::default());
+        Self::with_jar(address, user_agent, cookies, Arc::new(Jar::default()))
+    }
+
+    fn with_jar(address: &str, user_agent: Option<&str>, cookies: Option<&str>, jar: Arc<Jar>) -> Browser {
         let mut headers = HeaderMap::new();
         if let Some(cookies) = cookies {
             // reqwest adds the jar's cookies only to requests without a Cookie header.

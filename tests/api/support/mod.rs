@@ -8,12 +8,14 @@ pub mod browser;
 pub mod database;
 pub mod html;
 mod matrix;
+pub mod process;
 pub mod proxy;
 
 pub use app::{Options, TestApp};
 pub use browser::{forged_forms, with_token, Browser};
 pub use database::TestDatabase;
 pub use html::{attribute_in, cart_lines_in, csrf_token_in, location, set_cookie, set_cookie_names, text_in};
+pub use process::ServerProcess;
 pub use proxy::Proxy;
 
 /// Which database backend a test runs on.
