@@ -2,9 +2,8 @@
 # docker-compose.yml and docs/DEPLOY.md). Plain Dockerfile syntax, no BuildKit-only features,
 # so Docker with or without BuildKit, and podman, build it alike.
 #
-# The build stage's Rust is at least the newest rust-version that the locked dependencies of
-# the release build declare (scripts/docker-check fails otherwise), which may be newer than the
-# workspace's own rust-version.
+# The build stage's Rust is at least the workspace's rust-version and the newest one that the
+# locked dependencies of the release build declare (scripts/docker-check fails otherwise).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
