@@ -167,3 +167,45 @@ async fn deleting_the_account_removes_it_with_every_login_and_cart(app: TestApp)
     assert_eq!(app.register("leaving@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
 }
 matrix!(deleting_the_account_removes_it_with_every_login_and_cart);
+
+/// A form's fields.
+type Fields = &'static [(&'static str, &'static str)];
+
+/// Every protected form, posted by a stale login: 303 to `/reauth` with the form's page as
+/// `next`, and nothing done.
+async fn every_protected_action_sends_a_stale_login_to_reauth(app: TestApp) {
+    app.register("stale@example.com", PASSWORD).await;
+    let token = app.csrf_token("/account").await;
+    wait_out_the_window().await;
+    let actions: &[(&str, Fields, &str)] = &[
+        ("/account/sessions/revoke-others", &[], "/account/sessions"),
+        ("/account/sessions/0123/revoke", &[], "/account/sessions"),
+        (
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "another long passphrase"),
+                ("new_password_confirm", "another long passphrase"),
+            ],
+            "/account/password",
+        ),
+        ("/account/email", &[("new_email", "moved@example.com")], "/account/email"),
+        ("/account/delete", &[("confirm", "delete")], "/account/delete"),
+        ("/account/security/totp", &[], "/account/security"),
+        ("/account/security/totp/confirm", &[("code", "123456")], "/account/security"),
+        ("/account/security/totp/disable", &[("code", "123456")], "/account/security"),
+        ("/account/security/recovery-codes", &[], "/account/security"),
+    ];
+    for (action, fields, page) in actions {
+        let mut form = fields.to_vec();
+        form.push(("csrf_token", &token));
+        let response = app.post_form(action, &form).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{action}");
+        assert_eq!(location(&response), format!("/reauth?next={page}"), "{action}");
+    }
+    assert!(app.is_logged_in().await, "nothing was deleted");
+    assert!(app.get_html("/account").await.contains("stale@example.com"), "nor changed");
+    let fresh = app.new_browser();
+    assert_eq!(fresh.login("stale@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
+}
+matrix!(every_protected_action_sends_a_stale_login_to_reauth, [("REAUTH_WINDOW", "2s")]);

@@ -269,7 +269,7 @@ pub async fn complete_second_factor<U: AuthUser>(
             Ok(SecondFactorOutcome::LoggedIn { next: pending.next })
         }
         Err(Some(attempts_left)) => {
-            log::info!("a wrong second-factor code for pending login {}", &id[..8]);
+            log::info!("a wrong second-factor code for pending login {}", id.get(..8).unwrap_or_default());
             Ok(SecondFactorOutcome::Wrong { attempts_left })
         }
         Err(None) => start_over(true),

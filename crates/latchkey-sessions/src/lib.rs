@@ -31,6 +31,41 @@
 
 #![warn(missing_docs)]
 
+/// The `Transform` of a middleware whose configuration `$config` (cloned into each worker) is
+/// kept beside the inner service in `$middleware`; the middleware's `Service` impl is its own.
+macro_rules! transform {
+    ($config:ty, $middleware:ident) => {
+        #[doc(hidden)]
+        pub struct $middleware<S> {
+            service: std::rc::Rc<S>,
+            config: $config,
+        }
+
+        impl<S, B> actix_web::dev::Transform<S, actix_web::dev::ServiceRequest> for $config
+        where
+            S: actix_web::dev::Service<
+                    actix_web::dev::ServiceRequest,
+                    Response = actix_web::dev::ServiceResponse<B>,
+                    Error = actix_web::Error,
+                > + 'static,
+            B: 'static,
+        {
+            type Response = actix_web::dev::ServiceResponse<B>;
+            type Error = actix_web::Error;
+            type Transform = $middleware<S>;
+            type InitError = ();
+            type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+            fn new_transform(&self, service: S) -> Self::Future {
+                std::future::ready(Ok($middleware {
+                    service: std::rc::Rc::new(service),
+                    config: self.clone(),
+                }))
+            }
+        }
+    };
+}
+
 pub mod database;
 mod lifecycle;
 pub mod redis;

@@ -14,12 +14,11 @@
 //!   a grace period ([`ServedInGrace`]), which must not send the browser back an old cookie
 //!   after a concurrent request has given it a new one.
 
-use std::future::{ready, Ready};
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::cookie::Cookie;
-use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
@@ -74,32 +73,6 @@ impl SessionCookie {
     pub fn new(lifetimes: &Lifetimes, production: bool) -> Self {
         Self { cookie_name: cookie_name(production), lifetime: lifetimes.remember_duration }
     }
-}
-
-macro_rules! transform {
-    ($config:ty, $middleware:ident) => {
-        #[doc(hidden)]
-        pub struct $middleware<S> {
-            service: Rc<S>,
-            config: $config,
-        }
-
-        impl<S, B> Transform<S, ServiceRequest> for $config
-        where
-            S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-            B: 'static,
-        {
-            type Response = ServiceResponse<B>;
-            type Error = actix_web::Error;
-            type Transform = $middleware<S>;
-            type InitError = ();
-            type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-            fn new_transform(&self, service: S) -> Self::Future {
-                ready(Ok($middleware { service: Rc::new(service), config: self.clone() }))
-            }
-        }
-    };
 }
 
 transform!(Lifecycle, LifecycleMiddleware);

@@ -21,12 +21,11 @@
 //! assert!(rekey.is_active());
 //! ```
 
-use std::future::{ready, Ready};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::cookie::{Cookie, CookieJar, Key};
-use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
@@ -169,27 +168,7 @@ impl Rekey {
     }
 }
 
-#[doc(hidden)]
-pub struct RekeyMiddleware<S> {
-    service: Rc<S>,
-    config: Rekey,
-}
-
-impl<S, B> Transform<S, ServiceRequest> for Rekey
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: 'static,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Transform = RekeyMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(RekeyMiddleware { service: Rc::new(service), config: self.clone() }))
-    }
-}
+transform!(Rekey, RekeyMiddleware);
 
 impl<S, B> Service<ServiceRequest> for RekeyMiddleware<S>
 where
