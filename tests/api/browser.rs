@@ -6,14 +6,14 @@
 //! `TEST_SCREENSHOT_DIR` to keep screenshots of the dialog.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde::Deserialize;
 
-use crate::support::{Db, Options, Store, TestApp, PASSWORD};
+use crate::support::{free_port, Db, Options, Store, TestApp, PASSWORD};
 
 /// Chromium flags for running headless as root on a machine with no network but loopback.
 const CHROMIUM_ARGS: &[&str] = &[
@@ -39,12 +39,6 @@ fn chromedriver_path() -> String {
              and chromedriver and sets it (or point it at a chromedriver binary)"
         )
     })
-}
-
-/// A free loopback port: bound, read and released for chromedriver to take.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// A chromedriver child process and one headless Chromium session in a fresh profile. Dropping

@@ -1,15 +1,6 @@
 //! The `latchkey` binary: `migrate`, and settings errors that name the variable.
 
-use std::process::Command;
-
-fn latchkey(dir: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-    command.current_dir(dir).args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (key, value) in vars {
-        command.env(key, value);
-    }
-    command.output().expect("run latchkey")
-}
+use crate::support::run_latchkey as latchkey;
 
 #[test]
 fn migrate_applies_the_migrations_once() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use reqwest::{Method, Response, StatusCode};
 
 use crate::matrix;
-use crate::support::{location, set_cookie, set_cookie_names, Db, Options, Store, TestApp, PASSWORD};
+use crate::support::{
+    free_port, location, set_cookie, set_cookie_names, Db, Options, Store, TestApp, PASSWORD,
+};
 
 fn header(response: &Response, name: &str) -> Option<String> {
     response.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
@@ -204,10 +206,6 @@ async fn the_client_address_behind_trusted_proxies() {
         "127.0.0.1",
         "the walk stops at an entry that does not parse"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The binary serves pages and static files wherever it is started, and a template or static

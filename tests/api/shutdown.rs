@@ -3,12 +3,11 @@
 //! `healthcheck` subcommand that container engines run.
 
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::support::{location, secret_key, Browser, ServerProcess, PASSWORD};
+use crate::support::{free_port, location, run_latchkey, secret_key, Browser, ServerProcess, PASSWORD};
 
 fn settings(dir: &std::path::Path, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     let mut vars = vec![
@@ -98,19 +97,16 @@ async fn healthcheck_exits_0_on_a_healthy_server_and_1_otherwise() {
     let vars = settings(dir.path(), &[("BCRYPT_COST", "4")]);
     let server = ServerProcess::start(dir.path(), &vars);
     let healthcheck = |bind: String| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-        command.arg("healthcheck").current_dir(dir.path()).env_clear();
-        for (key, value) in &vars {
-            command.env(key, value);
-        }
-        command.env("BIND", bind).output().unwrap()
+        let mut env: Vec<(&str, &str)> = vars.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        env.push(("BIND", &bind));
+        run_latchkey(dir.path(), &env, &["healthcheck"])
     };
 
     let healthy = healthcheck(format!("0.0.0.0:{}", server.port));
     assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("200"));
 
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = free_port();
     let down = healthcheck(format!("127.0.0.1:{free}"));
     assert_eq!(down.status.code(), Some(1), "nothing listens on {free}");
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));

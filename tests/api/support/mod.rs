@@ -15,7 +15,7 @@ pub use app::{Options, TestApp};
 pub use browser::{forged_forms, with_token, Browser};
 pub use database::TestDatabase;
 pub use html::{attribute_in, cart_lines_in, csrf_token_in, location, set_cookie, set_cookie_names, text_in};
-pub use process::ServerProcess;
+pub use process::{run_latchkey, ServerProcess};
 pub use proxy::Proxy;
 
 /// Which database backend a test runs on.
@@ -50,6 +50,12 @@ pub fn postgres_admin_url() -> String {
 /// The throwaway Redis server's URL, shared by every test.
 pub fn redis_url() -> String {
     required_env("TEST_REDIS_URL")
+}
+
+/// A free loopback port: bound, read and released for a server to take.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
 }
 
 /// A new random `SECRET_KEY`.

@@ -1,11 +1,23 @@
 //! `ServerProcess`: the `latchkey` binary run as its own process, for what only a process
-//! shows: signals, exit codes, restarts on the same port. Killed when dropped.
+//! shows: signals, exit codes, restarts on the same port. Killed when dropped. And
+//! [`run_latchkey`], for its other commands.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Runs `latchkey <args>` in `dir` with exactly `vars` as its environment (plus `PATH`), to
+/// its end.
+pub fn run_latchkey(dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command.current_dir(dir).args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in vars {
+        command.env(key, value);
+    }
+    command.output().expect("run latchkey")
+}
 
 pub struct ServerProcess {
     child: Child,
