@@ -165,6 +165,11 @@ where
     }
 }
 
+/// The cookie a `Set-Cookie` header sets, if it is the one called `name`.
+pub(crate) fn set_cookie_named(value: &HeaderValue, name: &str) -> Option<Cookie<'static>> {
+    value.to_str().ok().and_then(|v| Cookie::parse(v.to_owned()).ok()).filter(|c| c.name() == name)
+}
+
 /// Passes every `Set-Cookie` of the cookie called `name` through `edit`, which returns the
 /// header to send in its place or `None` to send none; other cookies are left as they are.
 fn edit_cookie(
@@ -175,9 +180,7 @@ fn edit_cookie(
     let values: Vec<HeaderValue> = headers.get_all(SET_COOKIE).cloned().collect();
     headers.remove(SET_COOKIE);
     for value in values {
-        let ours =
-            value.to_str().ok().and_then(|v| Cookie::parse(v.to_owned()).ok()).filter(|c| c.name() == name);
-        let sent = match ours {
+        let sent = match set_cookie_named(&value, name) {
             Some(cookie) => edit(cookie, &value),
             None => Some(value),
         };

@@ -30,6 +30,8 @@ use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
+use crate::lifecycle::set_cookie_named;
+
 /// How a cookie is sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealing {
@@ -199,13 +201,10 @@ where
         Box::pin(async move {
             let mut res = service.call(req).await?;
             for cookie in reissue {
-                let already_set = res.headers().get_all(SET_COOKIE).any(|value| {
-                    value
-                        .to_str()
-                        .ok()
-                        .and_then(|value| Cookie::parse_encoded(value).ok())
-                        .is_some_and(|set| set.name() == cookie.name())
-                });
+                let already_set = res
+                    .headers()
+                    .get_all(SET_COOKIE)
+                    .any(|value| set_cookie_named(value, cookie.name()).is_some());
                 if !already_set {
                     if let Ok(value) = HeaderValue::from_str(&cookie.encoded().to_string()) {
                         res.headers_mut().append(SET_COOKIE, value);
