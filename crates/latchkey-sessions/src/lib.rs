@@ -136,3 +136,12 @@ pub fn cookie_name(production: bool) -> &'static str {
         "latchkey_session"
     }
 }
+
+/// The cookie a `Set-Cookie` header sets, if it is the one called `name`.
+pub(crate) fn set_cookie_named(
+    value: &actix_web::http::header::HeaderValue,
+    name: &str,
+) -> Option<actix_web::cookie::Cookie<'static>> {
+    let cookie = actix_web::cookie::Cookie::parse(value.to_str().ok()?.to_owned()).ok()?;
+    (cookie.name() == name).then_some(cookie)
+}

@@ -24,7 +24,7 @@ use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
 use crate::rekey::Resealed;
-use crate::{cookie_name, keys, Lifetimes, TypedSession};
+use crate::{cookie_name, keys, set_cookie_named, Lifetimes, TypedSession};
 
 /// In the request extensions when the request is served on a session in its grace period: a
 /// retired id (set here), or in the auth layer a login's previous generation. [`SessionCookie`]
@@ -163,11 +163,6 @@ where
             Ok(res)
         })
     }
-}
-
-/// The cookie a `Set-Cookie` header sets, if it is the one called `name`.
-pub(crate) fn set_cookie_named(value: &HeaderValue, name: &str) -> Option<Cookie<'static>> {
-    value.to_str().ok().and_then(|v| Cookie::parse(v.to_owned()).ok()).filter(|c| c.name() == name)
 }
 
 /// Passes every `Set-Cookie` of the cookie called `name` through `edit`, which returns the

@@ -30,7 +30,7 @@ use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
-use crate::lifecycle::set_cookie_named;
+use crate::set_cookie_named;
 
 /// How a cookie is sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
