@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use latchkey_auth::passkeys::Url;
 use latchkey_auth::{LoginPolicy, Protection, Rotation};
 pub use latchkey_db::DatabaseUrl;
 use latchkey_sessions::Lifetimes;
@@ -169,6 +170,9 @@ impl fmt::Debug for SecretKey {
 pub struct Settings {
     pub app_env: AppEnv,
     pub bind: String,
+    /// The site's origin as people reach it (`https://…`, or `http://…` when TLS ends at a
+    /// proxy), without a trailing slash: the passkeys' relying party, and the base of links.
+    pub public_url: String,
     pub database_url: DatabaseUrl,
     pub database_pool_size: u32,
     /// How long a request waits for a database connection before answering 503.
@@ -191,6 +195,19 @@ pub struct Settings {
     pub templates_dir: Option<PathBuf>,
     /// Where the static files are; `None` looks in the usual places (see `pages::assets`).
     pub static_dir: Option<PathBuf>,
+}
+
+/// The origin of `raw`, an absolute `http://` or `https://` URL with no path, query or
+/// fragment beyond a trailing slash.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("expected http://host[:port] or https://host[:port], got {raw:?}"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!("expected an origin (scheme, host and port only), got {raw:?}"));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// Default location of the embedded SQLite database and the generated development secret.
@@ -224,6 +241,9 @@ impl Settings {
         if !bind.contains(':') {
             return Err(SettingsError::new("BIND", "expected host:port, e.g. 127.0.0.1:8080"));
         }
+
+        let public_url = parse_public_url(get("PUBLIC_URL").unwrap_or("http://localhost:8080"))
+            .map_err(|reason| SettingsError::new("PUBLIC_URL", reason))?;
 
         let default_db = format!("sqlite://{DATA_DIR}/latchkey.sqlite3");
         let database_url = DatabaseUrl::parse(get("DATABASE_URL").unwrap_or(&default_db))
@@ -339,6 +359,7 @@ impl Settings {
         Ok(Self {
             app_env,
             bind,
+            public_url,
             database_url,
             database_pool_size,
             database_timeout,

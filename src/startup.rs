@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context as _;
 use latchkey_auth::csrf;
+use latchkey_auth::passkeys::RelyingParty;
 use latchkey_auth::password::Hasher;
 use latchkey_auth::{identity_middleware, Auth, LoginPolicy};
 use latchkey_sessions::redis::RedisStore;
@@ -38,6 +39,12 @@ impl Application {
     /// Connects to the database and session store, applies migrations, loads templates and
     /// finds the static files, then binds `settings.bind` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, anyhow::Error> {
+        Self::build_on(settings, None).await
+    }
+
+    /// [`Application::build`] on a `listener` already bound (then `settings.bind` is not
+    /// used): its port is known before the settings are made, so `PUBLIC_URL` can name it.
+    pub async fn build_on(settings: Settings, listener: Option<TcpListener>) -> Result<Self, anyhow::Error> {
         let tera = assets::templates(settings.templates_dir.as_deref())?;
         let static_dir = assets::static_dir(settings.static_dir.as_deref())?;
         let pool = db::pool(&settings.database_url, settings.database_pool_size, settings.database_timeout)?;
@@ -57,8 +64,11 @@ impl Application {
             }
         }
 
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("cannot listen on {} (BIND)", settings.bind))?;
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(&settings.bind)
+                .with_context(|| format!("cannot listen on {} (BIND)", settings.bind))?,
+        };
         let address = listener.local_addr()?;
         let production = settings.is_production();
         let shutdown_timeout = settings.shutdown_timeout;
@@ -79,12 +89,18 @@ impl Application {
         let lifetimes = settings.sessions.lifetimes();
         let policy = settings.login_policy();
         let hasher = Hasher::new(settings.bcrypt_cost).await?;
+        let passkeys = RelyingParty::for_origin(&settings.public_url, "latchkey");
+        match passkeys.off_reason() {
+            None => log::info!("passkeys are on for {}", settings.public_url),
+            Some(reason) => log::warn!("passkeys are off: {reason}"),
+        }
         let sessions_in_database = matches!(store.backend(), Backend::Database(_));
         spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
                 .with_previous_csrf_key(previous_keys.as_ref().map(|previous| previous.csrf.clone()))
                 .with_second_factors(keys.factors(previous_keys.as_ref()))
+                .with_passkeys(passkeys)
                 .with_login_hook(MergeGuestCart),
         );
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
@@ -188,7 +204,8 @@ pub async fn purge(
     db::run(pool, move |conn| {
         let logins = policy.purge_expired(conn, now)?
             + User::purge_stale_logins(conn)?
-            + latchkey_auth::second_factor::PendingLogin::purge_expired(conn, now)?;
+            + latchkey_auth::second_factor::PendingLogin::purge_expired(conn, now)?
+            + latchkey_auth::passkeys::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
         Ok((logins, sessions))

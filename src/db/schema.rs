@@ -27,6 +27,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    passkey_ceremonies (id) {
+        id -> Text,
+        purpose -> Text,
+        user_id -> Nullable<Int4>,
+        state -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    passkeys (id) {
+        id -> Int4,
+        user_id -> Int4,
+        user_handle -> Text,
+        credential_id -> Text,
+        name -> Text,
+        passkey -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     pending_logins (id) {
         id -> Text,
         user_id -> Int4,
@@ -89,6 +112,8 @@ diesel::table! {
 diesel::joinable!(cart_items -> products (product_id));
 diesel::joinable!(cart_items -> users (user_id));
 diesel::joinable!(logins -> users (user_id));
+diesel::joinable!(passkey_ceremonies -> users (user_id));
+diesel::joinable!(passkeys -> users (user_id));
 diesel::joinable!(pending_logins -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
@@ -96,6 +121,8 @@ diesel::joinable!(totp_factors -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     cart_items,
     logins,
+    passkey_ceremonies,
+    passkeys,
     pending_logins,
     products,
     recovery_codes,

@@ -10,7 +10,9 @@ use tera::Context;
 use validator::ValidateEmail;
 
 use latchkey_auth::next;
+use latchkey_auth::passkeys::StoredPasskey;
 use latchkey_auth::password::{self, Password};
+use latchkey_auth::second_factor::{Answer, TotpFactor};
 use latchkey_auth::{Auth, SecondFactorOutcome};
 
 use crate::auth::LoginRequired;
@@ -178,16 +180,22 @@ struct LoginForm {
     next: String,
 }
 
-fn login_context(email: &str, error: Option<&str>, next: &str) -> Context {
+fn login_context(page: &Page, email: &str, error: Option<&str>, next: &str) -> Result<Context, AppError> {
     let mut context = Context::new();
     context.insert("form", &serde_json::json!({ "email": email }));
     context.insert("error", &error);
     context.insert("next", next);
-    context
+    context.insert("passkeys_on", &passkeys_on(page)?);
+    Ok(context)
+}
+
+/// Whether this site offers passkeys (see `PUBLIC_URL`).
+fn passkeys_on(page: &Page) -> Result<bool, AppError> {
+    Ok(Auth::of(page.request())?.passkeys().webauthn().is_some())
 }
 
 async fn login_form(page: Page, query: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
-    page.render("login.html", login_context("", None, &query.next))
+    page.render("login.html", login_context(&page, "", None, &query.next)?)
 }
 
 async fn log_in(
@@ -208,7 +216,7 @@ async fn log_in(
         return page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "login.html",
-            login_context(&email, Some("Invalid email or password."), &form.next),
+            login_context(&page, &email, Some("Invalid email or password."), &form.next)?,
         );
     };
     if hasher.needs_rehash(&user.password_hash) {
@@ -243,24 +251,56 @@ struct CodeForm {
     code: String,
 }
 
-fn second_factor_context(error: Option<String>) -> Context {
+/// Which second factors a user has, for the pages that ask for one.
+#[derive(serde::Serialize)]
+struct Factors {
+    totp: bool,
+    passkey: bool,
+    /// Whether this site offers passkeys (see `PUBLIC_URL`).
+    passkeys_on: bool,
+}
+
+impl Factors {
+    async fn of(page: &Page, state: &AppState, user_id: i32) -> Result<Factors, AppError> {
+        let (totp, passkey) = db::run(&state.pool, move |conn| {
+            Ok((TotpFactor::is_enabled(conn, user_id)?, StoredPasskey::exists_for(conn, user_id)?))
+        })
+        .await?;
+        Ok(Factors { totp, passkey, passkeys_on: passkeys_on(page)? })
+    }
+
+    /// Whether a password must come with a second factor.
+    fn any(&self) -> bool {
+        self.totp || self.passkey
+    }
+}
+
+fn second_factor_context(factors: &Factors, error: Option<String>) -> Context {
     let mut context = Context::new();
+    context.insert("factors", factors);
     context.insert("error", &error);
     context
 }
 
-/// The second step of a login: a code from the authenticator app, or a recovery code.
-async fn second_factor_form(page: Page) -> Result<HttpResponse, AppError> {
-    if latchkey_auth::pending_login(page.request()).await?.is_none() {
+/// The second step of a login: a code from the authenticator app, a recovery code, or a
+/// passkey.
+async fn second_factor_form(page: Page, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let Some(pending) = latchkey_auth::pending_login(page.request()).await? else {
         return Ok(see_other("/login"));
-    }
-    page.render("login_mfa.html", second_factor_context(None))
+    };
+    let factors = Factors::of(&page, &state, pending.user_id).await?;
+    page.render("login_mfa.html", second_factor_context(&factors, None))
 }
 
 /// A right code logs in and goes to the login form's `next`; a wrong one answers 401 with the
 /// form again; the fifth wrong one, or a pending login past its five minutes, starts over.
-async fn second_factor(CsrfForm(form): CsrfForm<CodeForm>, page: Page) -> Result<HttpResponse, AppError> {
-    match latchkey_auth::complete_second_factor::<User>(page.request(), &form.code).await? {
+async fn second_factor(
+    CsrfForm(form): CsrfForm<CodeForm>,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let user_id = latchkey_auth::pending_login(page.request()).await?.map(|p| p.user_id);
+    match latchkey_auth::complete_second_factor::<User>(page.request(), Answer::Code(form.code)).await? {
         SecondFactorOutcome::LoggedIn { next } => {
             log::info!("a login completed with its second factor");
             FlashMessage::success("You are logged in.").send();
@@ -269,10 +309,16 @@ async fn second_factor(CsrfForm(form): CsrfForm<CodeForm>, page: Page) -> Result
         SecondFactorOutcome::Wrong { attempts_left } => page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "login_mfa.html",
-            second_factor_context(Some(format!(
-                "That code is not right, or was used already. {attempts_left} more {} allowed.",
-                if attempts_left == 1 { "try is" } else { "tries are" }
-            ))),
+            second_factor_context(
+                &match user_id {
+                    Some(user_id) => Factors::of(&page, &state, user_id).await?,
+                    None => Factors { totp: true, passkey: false, passkeys_on: false },
+                },
+                Some(format!(
+                    "That code is not right, or was used already. {attempts_left} more {} allowed.",
+                    if attempts_left == 1 { "try is" } else { "tries are" }
+                )),
+            ),
         ),
         SecondFactorOutcome::StartOver { too_many_attempts } => {
             FlashMessage::warning(if too_many_attempts {
@@ -298,51 +344,59 @@ struct ReauthForm {
     next: String,
 }
 
-fn reauth_context(email: &str, error: Option<&str>, next: &str, needs_code: bool) -> Context {
+fn reauth_context(email: &str, error: Option<&str>, next: &str, factors: &Factors) -> Context {
     let mut context = Context::new();
     context.insert("email", email);
     context.insert("error", &error);
     context.insert("next", next);
-    context.insert("needs_code", &needs_code);
+    context.insert("factors", factors);
+    context.insert("needs_code", &factors.any());
     context
 }
 
-/// Asks a logged-in user for their password again before a sensitive action
-/// (`FreshLoginRequired` sends stale logins here).
+/// Asks a logged-in user to prove it is them again before a sensitive action
+/// (`FreshLoginRequired` sends stale logins here): the password, with a code when the account
+/// has a second factor, or a passkey alone (`routes::passkeys`).
 async fn reauth_form(
     user: LoginRequired,
     page: Page,
     query: web::Query<NextQuery>,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let needs_code = latchkey_auth::has_second_factor(page.request(), &*user).await?;
-    page.render("reauth.html", reauth_context(&user.email, None, &query.next, needs_code))
+    let factors = Factors::of(&page, &state, user.id).await?;
+    page.render("reauth.html", reauth_context(&user.email, None, &query.next, &factors))
 }
 
-/// Checks the password; on success the login is fresh again and the visitor goes back to
-/// `next`. A wrong password changes nothing and answers 401.
+/// Checks the password (and the code, when the account has a second factor); on success the
+/// login is fresh again and the visitor goes back to `next`. A wrong answer changes nothing
+/// and answers 401.
 async fn reauth(
     CsrfForm(form): CsrfForm<ReauthForm>,
     user: LoginRequired,
     page: Page,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let hasher = Auth::of(page.request())?.hasher();
-    let needs_code = latchkey_auth::has_second_factor(page.request(), &*user).await?;
+    let factors = Factors::of(&page, &state, user.id).await?;
     let refuse = |message: &str| {
         log::info!("user {}: failed re-authentication", user.id);
         page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "reauth.html",
-            reauth_context(&user.email, Some(message), &form.next, needs_code),
+            reauth_context(&user.email, Some(message), &form.next, &factors),
         )
     };
     if !hasher.verify(form.password, Some(user.password_hash.clone())).await? {
         return refuse("That password is not correct.");
     }
-    if needs_code && latchkey_auth::verify_second_factor(page.request(), user.id, &form.code).await?.is_none()
+    if factors.any()
+        && latchkey_auth::verify_second_factor(page.request(), user.id, Answer::Code(form.code))
+            .await?
+            .is_none()
     {
         return refuse("That code is not right, or was used already.");
     }
-    latchkey_auth::reauthenticate(page.request(), &user, needs_code).await?;
+    latchkey_auth::reauthenticate(page.request(), &user, factors.any()).await?;
     log::info!("user {} re-authenticated", user.id);
     FlashMessage::success("Thank you: you can go on.").send();
     Ok(see_other(next::target(&form.next)))

@@ -4,6 +4,7 @@ pub mod account;
 pub mod auth;
 pub mod health;
 pub mod pages;
+pub mod passkeys;
 pub mod preferences;
 pub mod security;
 pub mod session;
@@ -18,6 +19,7 @@ pub fn config(cfg: &mut ServiceConfig) {
         .configure(auth::config)
         .configure(account::config)
         .configure(security::config)
+        .configure(passkeys::config)
         .configure(session::config)
         .configure(preferences::config)
         .configure(shop::config);

@@ -1,8 +1,9 @@
 //! Second factors: `/account/security` lists them; setting up or removing the authenticator
-//! app and regenerating recovery codes need a fresh login.
+//! app or a passkey and regenerating recovery codes need a fresh login. (Adding a passkey is
+//! a WebAuthn ceremony: see `routes::passkeys`.)
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -10,7 +11,8 @@ use serde::Deserialize;
 use tera::Context;
 
 use latchkey_auth::csrf::{CsrfForm, NoFields};
-use latchkey_auth::second_factor::{self, TotpFactor};
+use latchkey_auth::passkeys::StoredPasskey;
+use latchkey_auth::second_factor::{self, Answer, TotpFactor};
 use latchkey_auth::{Auth, FormPage};
 use latchkey_sessions::{SessionKey, TypedSession};
 
@@ -27,6 +29,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .service(from("/account/security/totp").route(web::post().to(begin_totp)))
         .service(from("/account/security/totp/confirm").route(web::post().to(confirm_totp)))
         .service(from("/account/security/totp/disable").route(web::post().to(disable_totp)))
+        .service(from("/account/security/passkeys/{id}/delete").route(web::post().to(remove_passkey)))
         .service(
             from(RECOVERY_CODES)
                 .route(http::get().to(show_recovery_codes))
@@ -34,8 +37,8 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         );
 }
 
-const SECURITY: &str = "/account/security";
-const RECOVERY_CODES: &str = "/account/security/recovery-codes";
+pub const SECURITY: &str = "/account/security";
+pub const RECOVERY_CODES: &str = "/account/security/recovery-codes";
 /// The name authenticator apps show beside the account.
 const ISSUER: &str = "latchkey";
 
@@ -48,19 +51,48 @@ struct CodeForm {
     code: String,
 }
 
-/// The factors: whether the authenticator app is on, and how many recovery codes are left.
+/// A passkey as the security page lists it.
+#[derive(serde::Serialize)]
+struct PasskeyRow {
+    id: i32,
+    name: String,
+    created_at: String,
+    last_used_at: Option<String>,
+}
+
+impl From<StoredPasskey> for PasskeyRow {
+    fn from(passkey: StoredPasskey) -> Self {
+        let when = |at: chrono::NaiveDateTime| at.format("%Y-%m-%d %H:%M UTC").to_string();
+        Self {
+            id: passkey.id,
+            name: passkey.name,
+            created_at: when(passkey.created_at),
+            last_used_at: passkey.last_used_at.map(when),
+        }
+    }
+}
+
+/// The factors: whether the authenticator app is on, the passkeys (or why passkeys are off),
+/// and how many recovery codes are left.
 async fn security(
     user: LoginRequired,
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let user_id = user.id;
-    let (enabled, left) = db::run(&state.pool, move |conn| {
-        Ok((TotpFactor::is_enabled(conn, user_id)?, second_factor::recovery_codes_left(conn, user_id)?))
+    let (enabled, passkeys, left) = db::run(&state.pool, move |conn| {
+        Ok((
+            TotpFactor::is_enabled(conn, user_id)?,
+            StoredPasskey::of_user(conn, user_id)?,
+            second_factor::recovery_codes_left(conn, user_id)?,
+        ))
     })
     .await?;
     let mut context = Context::new();
     context.insert("totp_enabled", &enabled);
+    context.insert("has_factor", &(enabled || !passkeys.is_empty()));
+    context.insert("passkeys", &passkeys.into_iter().map(PasskeyRow::from).collect::<Vec<_>>());
+    context.insert("passkeys_off", &Auth::of(page.request())?.passkeys().off_reason());
     context.insert("recovery_codes_left", &left);
     page.render("account_security.html", context)
 }
@@ -140,7 +172,7 @@ async fn confirm_totp(
     match outcome {
         Ok(()) => {
             log::info!("user {user_id} turned on the authenticator app");
-            keep_for_display(&page, &codes)?;
+            keep_for_display(page.request(), &codes)?;
             FlashMessage::success("The authenticator app is on. Keep these recovery codes somewhere safe.")
                 .send();
             Ok(see_other(RECOVERY_CODES))
@@ -166,7 +198,8 @@ async fn disable_totp(
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    if latchkey_auth::verify_second_factor(page.request(), user.id, &form.code).await?.is_none() {
+    let answer = Answer::Code(form.code);
+    if latchkey_auth::verify_second_factor(page.request(), user.id, answer).await?.is_none() {
         FlashMessage::error("That code is not right: the authenticator app is still on.").send();
         return Ok(see_other(SECURITY));
     }
@@ -189,23 +222,40 @@ async fn regenerate_recovery_codes(
     let codes = second_factor::new_recovery_codes();
     let stored = codes.clone();
     let replaced = db::run(&state.pool, move |conn| {
-        if !TotpFactor::is_enabled(conn, user_id)? {
+        if !second_factor::has_any(conn, user_id)? {
             return Ok(false);
         }
         second_factor::replace_recovery_codes(conn, &keys, user_id, &stored).map(|()| true)
     })
     .await?;
     if !replaced {
-        FlashMessage::info("Set up the authenticator app first.").send();
+        FlashMessage::info("Set up the authenticator app or a passkey first.").send();
         return Ok(see_other(SECURITY));
     }
     log::info!("user {user_id} made new recovery codes");
-    keep_for_display(&page, &codes)?;
+    keep_for_display(page.request(), &codes)?;
     Ok(see_other(RECOVERY_CODES))
 }
 
-fn keep_for_display(page: &Page, codes: &[String]) -> Result<(), AppError> {
-    TypedSession::of(page.request()).insert(NEW_RECOVERY_CODES, &codes.to_vec()).map_err(AppError::internal)
+/// Keeps recovery codes just made for their page, which shows them once.
+pub fn keep_for_display(req: &HttpRequest, codes: &[String]) -> Result<(), AppError> {
+    TypedSession::of(req).insert(NEW_RECOVERY_CODES, &codes.to_vec()).map_err(AppError::internal)
+}
+
+/// Removes one of the user's passkeys (and the recovery codes, when it was the last factor).
+async fn remove_passkey(
+    _form: CsrfForm<NoFields>,
+    user: FreshLoginRequired,
+    path: web::Path<i32>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let (user_id, id) = (user.id, path.into_inner());
+    if !db::run(&state.pool, move |conn| second_factor::remove_passkey(conn, user_id, id)).await? {
+        return Err(AppError::NotFound);
+    }
+    log::info!("user {user_id} removed a passkey");
+    FlashMessage::success("The passkey is removed.").send();
+    Ok(see_other(SECURITY))
 }
 
 /// Shows recovery codes just made, once (and as a text file to download).

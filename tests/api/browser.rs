@@ -108,8 +108,32 @@ impl Chromium {
         Chromium { client, driver, port, session_id, _dir: dir }
     }
 
+    /// Opens `path` on the app's `PUBLIC_URL` (`http://localhost:port`): a name, not an IP
+    /// address, as passkeys need.
     pub async fn goto(&self, app: &TestApp, path: &str) {
-        self.client.goto(&app.url(path)).await.unwrap_or_else(|e| panic!("go to {path}: {e}"));
+        let url = format!("{}{path}", app.setting("PUBLIC_URL"));
+        self.client.goto(&url).await.unwrap_or_else(|e| panic!("go to {path}: {e}"));
+    }
+
+    /// Gives the browser a virtual platform authenticator (WebDriver's `POST
+    /// /session/{id}/webauthn/authenticator`) that holds discoverable credentials, verifies its
+    /// user and consents at once, as a fingerprint reader whose owner always touches it would.
+    pub async fn add_virtual_authenticator(&self) {
+        let url =
+            format!("http://127.0.0.1:{}/session/{}/webauthn/authenticator", self.port, self.session_id);
+        let options = serde_json::json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserConsenting": true,
+            "isUserVerified": true,
+        });
+        let answer =
+            reqwest::Client::new().post(&url).json(&options).send().await.expect("chromedriver answers");
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(status.is_success(), "adding a virtual authenticator: {status} {body}");
     }
 
     /// The current path and query, e.g. `/login?next=%2F`.
@@ -134,7 +158,7 @@ impl Chromium {
         }
     }
 
-    async fn fill(&self, selector: &str, value: &str) {
+    pub async fn fill(&self, selector: &str, value: &str) {
         let field =
             self.client.find(Locator::Css(selector)).await.unwrap_or_else(|e| panic!("find {selector}: {e}"));
         field.send_keys(value).await.unwrap_or_else(|e| panic!("type into {selector}: {e}"));
@@ -191,7 +215,7 @@ impl Chromium {
         element.text().await.unwrap_or_else(|e| panic!("text of {selector}: {e}"))
     }
 
-    async fn script(&self, script: &str) -> serde_json::Value {
+    pub async fn script(&self, script: &str) -> serde_json::Value {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("run {script}: {e}"))
     }
 

@@ -22,6 +22,7 @@ mod lifecycle;
 mod logins;
 mod migrations;
 mod pages;
+mod passkeys;
 mod preferences;
 mod reauth;
 mod resilience;

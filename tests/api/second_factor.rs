@@ -31,7 +31,7 @@ fn next_code(secret: &str) -> String {
 
 /// Turns the authenticator app on for the logged-in `browser`; returns the secret and the
 /// recovery codes.
-async fn set_up_totp(browser: &Browser) -> (String, Vec<String>) {
+pub async fn set_up_totp(browser: &Browser) -> (String, Vec<String>) {
     let page = browser.submit("/account/security", "/account/security/totp", &[]).await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
@@ -65,12 +65,12 @@ async fn set_up_totp(browser: &Browser) -> (String, Vec<String>) {
 }
 
 /// Logs out and back in with the password: the answer of the password step.
-async fn password_step(browser: &Browser, email: &str) -> reqwest::Response {
+pub async fn password_step(browser: &Browser, email: &str) -> reqwest::Response {
     browser.logout().await;
     browser.login_with_next(email, PASSWORD, "/account/sessions").await
 }
 
-async fn submit_code(browser: &Browser, code: &str) -> reqwest::Response {
+pub async fn submit_code(browser: &Browser, code: &str) -> reqwest::Response {
     browser.submit("/login/mfa", "/login/mfa", &[("code", code)]).await
 }
 

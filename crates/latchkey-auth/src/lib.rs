@@ -9,6 +9,8 @@
 //!   remember-me, session protection, the credential epoch and the login generation.
 //! - [`password`] hashing (bcrypt on the blocking pool), [`csrf`] forms, safe [`next`]
 //!   redirects and the [`client`]'s address behind trusted proxies.
+//! - Second factors ([`second_factor`]: TOTP, recovery codes, password logins waiting for
+//!   their second step) and [`passkeys`] (WebAuthn: signing in alone, or as the second factor).
 //!
 //! Register [`Auth`] as app data, and wrap the app in [`identity_middleware`], the session
 //! middleware of `latchkey-sessions`, and [`csrf::send_cookie`]:
@@ -44,6 +46,7 @@ mod current;
 mod error;
 mod login;
 pub mod next;
+pub mod passkeys;
 pub mod password;
 pub mod registry;
 pub mod rules;
@@ -61,7 +64,7 @@ pub use current::{
 pub use error::{cause_chain, AuthError};
 pub use login::{
     begin_second_factor, complete_second_factor, end_other_logins, has_second_factor, log_in, log_out,
-    pending_login, reauthenticate, verify_second_factor, SecondFactorOutcome,
+    pending_login, reauthenticate, sign_in_with_passkey, verify_second_factor, SecondFactorOutcome,
 };
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
 pub use state::{Auth, LoginHook, LoginWork};

@@ -12,8 +12,9 @@ use crate::client::ClientInfo;
 use crate::csrf;
 use crate::current::{forget, CurrentUser, LoginRequired};
 use crate::error::AuthError;
+use crate::passkeys::{self, PublicKeyCredential, Purpose, Refusal};
 use crate::registry::{token_id, Login, NewLogin};
-use crate::second_factor::{self, PendingLogin, TotpFactor};
+use crate::second_factor::{self, Answer, PendingLogin};
 use crate::state::Auth;
 use crate::user::AuthUser;
 
@@ -162,11 +163,12 @@ async fn end_current(req: &HttpRequest) -> Result<(), AuthError> {
 /// The session key of this browser's pending login token.
 const PENDING_LOGIN: SessionKey<String> = SessionKey::new("latchkey.pending_login");
 
-/// Whether `user` has an active second factor, which a password login must add.
+/// Whether `user` has an active second factor (the authenticator app or a passkey), which a
+/// password login must add.
 pub async fn has_second_factor<U: AuthUser>(req: &HttpRequest, user: &U) -> Result<bool, AuthError> {
     let auth = Auth::of(req)?;
     let user_id = user.id();
-    Ok(latchkey_db::run(&auth.pool, move |conn| TotpFactor::is_enabled(conn, user_id)).await?)
+    Ok(latchkey_db::run(&auth.pool, move |conn| second_factor::has_any(conn, user_id)).await?)
 }
 
 /// After the right password of a user with a second factor: records a pending login for this
@@ -227,12 +229,13 @@ pub enum SecondFactorOutcome {
     },
 }
 
-/// Checks `code` (a TOTP code or a recovery code) for this browser's pending login. Only a
-/// right code creates the login (with remember-me as chosen at the password step), which
-/// renews the session id.
+/// Checks `answer` (a TOTP code, a recovery code, or a passkey answering a ceremony of
+/// [`Purpose::SecondFactor`]) for this browser's pending login. Only a right answer creates the
+/// login (with remember-me as chosen at the password step), which renews the session id; a
+/// wrong one counts toward the pending login's limit, whatever its kind.
 pub async fn complete_second_factor<U: AuthUser>(
     req: &HttpRequest,
-    code: &str,
+    answer: Answer,
 ) -> Result<SecondFactorOutcome, AuthError> {
     let start_over = |too_many_attempts| {
         TypedSession::of(req).remove(PENDING_LOGIN);
@@ -241,7 +244,7 @@ pub async fn complete_second_factor<U: AuthUser>(
     let Some(pending) = pending_login(req).await? else { return start_over(false) };
     let auth = Auth::of(req)?;
     let keys = auth.factor_keys()?.clone();
-    let code = code.to_owned();
+    let party = auth.passkeys.clone();
     let now = chrono::Utc::now().naive_utc();
     let id = pending.id.clone();
     let checked = latchkey_db::run(&auth.pool, move |conn| {
@@ -251,7 +254,9 @@ pub async fn complete_second_factor<U: AuthUser>(
             PendingLogin::delete(conn, &pending.id)?;
             return Ok(Err(None));
         };
-        if second_factor::verify(conn, &keys, pending.user_id, &code, now)?.is_some() {
+        let proof =
+            second_factor::verify(conn, &keys, &party, pending.user_id, &answer, Purpose::SecondFactor, now)?;
+        if proof.is_some() {
             PendingLogin::delete(conn, &pending.id)?;
             return Ok(Ok((user, pending)));
         }
@@ -276,16 +281,61 @@ pub async fn complete_second_factor<U: AuthUser>(
     }
 }
 
-/// Checks `code` against the user's active second factor (a TOTP code of an unused step, or an
-/// unused recovery code, which this uses up).
+/// Checks `answer` against the logged-in user's second factor: a TOTP code of an unused step,
+/// an unused recovery code (which this uses up), or a passkey answering a ceremony of
+/// [`Purpose::Reauth`] begun for this user.
 pub async fn verify_second_factor(
     req: &HttpRequest,
     user_id: i32,
-    code: &str,
+    answer: Answer,
 ) -> Result<Option<second_factor::Proof>, AuthError> {
     let auth = Auth::of(req)?;
     let keys = auth.factor_keys()?.clone();
-    let (code, now) = (code.to_owned(), chrono::Utc::now().naive_utc());
-    Ok(latchkey_db::run(&auth.pool, move |conn| second_factor::verify(conn, &keys, user_id, &code, now))
-        .await?)
+    let party = auth.passkeys.clone();
+    let now = chrono::Utc::now().naive_utc();
+    Ok(latchkey_db::run(&auth.pool, move |conn| {
+        second_factor::verify(conn, &keys, &party, user_id, &answer, Purpose::Reauth, now)
+    })
+    .await?)
+}
+
+// ---- signing in with a passkey alone --------------------------------------------------------
+
+/// Signs this browser in with a passkey alone: `credential` answers the ceremony of
+/// [`Purpose::SignIn`] that `ceremony` names, and the account is the passkey's. A passkey
+/// needs its user's verification (PIN or biometric), so the login counts as two factors. A
+/// refusal changes nothing.
+pub async fn sign_in_with_passkey<U: AuthUser>(
+    req: &HttpRequest,
+    ceremony: String,
+    credential: PublicKeyCredential,
+    remember: bool,
+) -> Result<Result<i32, Refusal>, AuthError> {
+    let auth = Auth::of(req)?;
+    let party = auth.passkeys.clone();
+    let now = chrono::Utc::now().naive_utc();
+    let found = latchkey_db::run(&auth.pool, move |conn| {
+        let user_id = match passkeys::finish_authentication(
+            conn,
+            &party,
+            Purpose::SignIn,
+            &ceremony,
+            None,
+            &credential,
+            now,
+        )? {
+            Ok(user_id) => user_id,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        Ok(U::load(conn, user_id)?.ok_or(Refusal::Unknown))
+    })
+    .await?;
+    match found {
+        Ok(user) => {
+            // This also ends a password login still waiting for its second factor.
+            start_login(req, &user, remember, true).await?;
+            Ok(Ok(user.id()))
+        }
+        Err(refusal) => Ok(Err(refusal)),
+    }
 }

@@ -1,5 +1,5 @@
-//! Second factors: TOTP (RFC 6238 authenticator apps) and single-use recovery codes, and the
-//! password logins that wait for one ([`PendingLogin`]).
+//! Second factors: TOTP (RFC 6238 authenticator apps), passkeys ([`crate::passkeys`]) and
+//! single-use recovery codes, and the password logins that wait for one ([`PendingLogin`]).
 //!
 //! - A TOTP secret is stored sealed ([`crate::sealing`]), never in plain text, and is active
 //!   once confirmed by one valid code. Codes are SHA-1, 6 digits, 30-second steps, accepted
@@ -7,7 +7,7 @@
 //!   recorded and a code of that step or an earlier one is refused (no replay).
 //! - Recovery codes are 80 random bits each, stored as HMAC-SHA-256 under a key derived from
 //!   the application's secret (fast, unlike bcrypt: checking one must not cost ten bcrypt
-//!   runs), and each works once.
+//!   runs), and each works once. They exist while the user has a factor (TOTP or a passkey).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -18,6 +18,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, Secret, TOTP};
 
+use crate::passkeys::{self, PublicKeyCredential, Purpose, RelyingParty, StoredPasskey};
 use crate::sealing::Sealer;
 
 /// The tables, as `diesel print-schema` writes them. The application's migrations create
@@ -251,15 +252,36 @@ impl TotpFactor {
         Ok(updated == 1)
     }
 
-    /// Removes the factor and the recovery codes with it.
+    /// Removes the factor, and the recovery codes with it unless a passkey remains.
     pub fn remove(conn: &mut DbConnection, user_id: i32) -> QueryResult<()> {
         conn.transaction(|conn| {
             diesel::delete(totp_factors::table.find(user_id)).execute(conn)?;
-            diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id)))
-                .execute(conn)?;
-            Ok(())
+            drop_recovery_codes_unless_factor(conn, user_id)
         })
     }
+}
+
+/// Whether the user has a second factor: a confirmed authenticator app or a passkey.
+pub fn has_any(conn: &mut DbConnection, user_id: i32) -> QueryResult<bool> {
+    Ok(TotpFactor::is_enabled(conn, user_id)? || StoredPasskey::exists_for(conn, user_id)?)
+}
+
+/// Removes the user's passkey `id`, and the recovery codes with it when it was the last
+/// factor. False when the user has no such passkey.
+pub fn remove_passkey(conn: &mut DbConnection, user_id: i32, id: i32) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        let removed = StoredPasskey::remove(conn, user_id, id)?;
+        drop_recovery_codes_unless_factor(conn, user_id)?;
+        Ok(removed)
+    })
+}
+
+/// Recovery codes stand in for a factor: with none left, they go.
+fn drop_recovery_codes_unless_factor(conn: &mut DbConnection, user_id: i32) -> QueryResult<()> {
+    if !has_any(conn, user_id)? {
+        diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Confirms the user's factor under set-up with `code`: true when the code is right (the
@@ -286,22 +308,57 @@ pub enum Proof {
     Totp,
     /// A recovery code, now used up.
     RecoveryCode,
+    /// A passkey.
+    Passkey,
 }
 
-/// Checks `code` against the user's active factor: a TOTP code of an unused step, or a
-/// recovery code not used before (which this uses up). `None` when neither matches.
+/// What a user offers as their second factor.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A TOTP code or a recovery code, as typed.
+    Code(String),
+    /// A passkey's answer to the ceremony the token names.
+    Passkey {
+        /// The ceremony's token.
+        ceremony: String,
+        /// The browser's answer.
+        credential: Box<PublicKeyCredential>,
+    },
+}
+
+/// Checks `answer` against the user's factors: a TOTP code of an unused step, a recovery code
+/// not used before (which this uses up), or one of the user's passkeys answering a ceremony of
+/// `purpose` begun for this user. `None` when it does not match.
 pub fn verify(
     conn: &mut DbConnection,
     keys: &FactorKeys,
+    party: &RelyingParty,
     user_id: i32,
-    code: &str,
+    answer: &Answer,
+    purpose: Purpose,
     now: NaiveDateTime,
 ) -> QueryResult<Option<Proof>> {
-    let Some(factor) = TotpFactor::find(conn, user_id)?.filter(|f| f.confirmed) else { return Ok(None) };
-    let unix = u64::try_from(now.and_utc().timestamp()).unwrap_or(0);
-    if let Some(secret) = factor.open_secret(conn, keys)? {
-        if let Some(step) = matching_step(&secret, code, unix) {
-            return Ok(TotpFactor::accept_step(conn, user_id, step, false)?.then_some(Proof::Totp));
+    let code = match answer {
+        Answer::Code(code) => code,
+        Answer::Passkey { ceremony, credential } => {
+            let checked = passkeys::finish_authentication(
+                conn,
+                party,
+                purpose,
+                ceremony,
+                Some(user_id),
+                credential,
+                now,
+            )?;
+            return Ok(checked.ok().map(|_| Proof::Passkey));
+        }
+    };
+    if let Some(factor) = TotpFactor::find(conn, user_id)?.filter(|f| f.confirmed) {
+        let unix = u64::try_from(now.and_utc().timestamp()).unwrap_or(0);
+        if let Some(secret) = factor.open_secret(conn, keys)? {
+            if let Some(step) = matching_step(&secret, code, unix) {
+                return Ok(TotpFactor::accept_step(conn, user_id, step, false)?.then_some(Proof::Totp));
+            }
         }
     }
     Ok(consume_recovery_code(conn, keys, user_id, code, now)?.then_some(Proof::RecoveryCode))

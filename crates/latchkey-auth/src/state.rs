@@ -8,6 +8,7 @@ use diesel::QueryResult;
 use latchkey_db::{DbConnection, DbError, Pool};
 
 use crate::error::AuthError;
+use crate::passkeys::RelyingParty;
 use crate::password::Hasher;
 use crate::rules::LoginPolicy;
 use crate::second_factor::FactorKeys;
@@ -38,6 +39,7 @@ pub struct Auth {
     pub(crate) csrf_key_previous: Option<Vec<u8>>,
     pub(crate) production: bool,
     pub(crate) factor_keys: Option<FactorKeys>,
+    pub(crate) passkeys: RelyingParty,
     pub(crate) hook: Option<Arc<dyn LoginHook>>,
 }
 
@@ -59,6 +61,7 @@ impl Auth {
             csrf_key_previous: None,
             production,
             factor_keys: None,
+            passkeys: RelyingParty::Off("passkeys are not configured (Auth::with_passkeys)".into()),
             hook: None,
         }
     }
@@ -76,6 +79,18 @@ impl Auth {
                 "second factors are not configured (Auth::with_second_factors)"
             ))
         })
+    }
+
+    /// Turns on passkeys for `party` (see [`RelyingParty::for_origin`]); an `Off` party keeps
+    /// them off, with its reason.
+    pub fn with_passkeys(mut self, party: RelyingParty) -> Self {
+        self.passkeys = party;
+        self
+    }
+
+    /// The relying party passkeys use, or why they are off.
+    pub fn passkeys(&self) -> &RelyingParty {
+        &self.passkeys
     }
 
     /// Also accepts CSRF tokens derived from `key`, the key being rotated out, while pages

@@ -94,7 +94,6 @@ impl TestApp {
             Store::Database => "database",
         };
         let mut vars: HashMap<String, String> = HashMap::from([
-            ("BIND".into(), "127.0.0.1:0".into()),
             ("DATABASE_URL".into(), database.url(database_proxy.as_ref().map(|p| p.port))),
             ("DATABASE_TIMEOUT".into(), "1s".into()),
             ("REDIS_TIMEOUT".into(), "1s".into()),
@@ -113,7 +112,7 @@ impl TestApp {
         for (key, value) in options.vars {
             vars.insert(key.into(), value);
         }
-        let (address, server) = start(&vars).await;
+        let (address, server) = start(&mut vars).await;
         let browser = Browser::new(&address, None);
         TestApp { browser, store, database_proxy, redis_proxy, database, vars, server }
     }
@@ -123,7 +122,8 @@ impl TestApp {
     pub async fn spawn_beside(&self, vars: &[(&str, &str)]) -> Instance {
         let mut settings = self.vars.clone();
         settings.extend(vars.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())));
-        let (address, server) = start(&settings).await;
+        settings.remove("PUBLIC_URL");
+        let (address, server) = start(&mut settings).await;
         Instance { address, server }
     }
 
@@ -164,10 +164,16 @@ impl TestApp {
     }
 }
 
-/// Starts a server with `vars` as its environment; returns its address and its task.
-async fn start(vars: &HashMap<String, String>) -> (String, JoinHandle<std::io::Result<()>>) {
+/// Starts a server with `vars` as its environment, on a port of its own on loopback, which
+/// `PUBLIC_URL` names as `http://localhost:port` unless `vars` set it (browsers allow
+/// passkeys for localhost, not for 127.0.0.1). Returns its address (`http://127.0.0.1:port`)
+/// and its task.
+async fn start(vars: &mut HashMap<String, String>) -> (String, JoinHandle<std::io::Result<()>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("local address").port();
+    vars.entry("PUBLIC_URL".into()).or_insert_with(|| format!("http://localhost:{port}"));
     let settings = Settings::from_vars(vars).expect("valid test settings");
-    let application = Application::build(settings).await.expect("application starts");
-    let address = format!("http://127.0.0.1:{}", application.port());
+    let application = Application::build_on(settings, Some(listener)).await.expect("application starts");
+    let address = format!("http://127.0.0.1:{port}");
     (address, tokio::spawn(application.run_until_stopped()))
 }
