@@ -52,7 +52,16 @@ impl AppError {
         if let Some(message) = self.client_message() {
             page.message = message;
         }
+        page.detail = self.retry_after().map(|seconds| format!("Try again in {}.", wait_in_words(seconds)));
         page
+    }
+
+    /// The seconds a throttled client should wait, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Auth(error) => error.retry_after(),
+            _ => None,
+        }
     }
 
     fn client_message(&self) -> Option<&'static str> {
@@ -82,8 +91,15 @@ impl From<AuthError> for AppError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Database(error) => error.into(),
+            AuthError::Unavailable(error) => Self::Unavailable(error),
             other => Self::Auth(other),
         }
+    }
+}
+
+impl From<latchkey_auth::throttle::ThrottleError> for AppError {
+    fn from(error: latchkey_auth::throttle::ThrottleError) -> Self {
+        AuthError::from(error).into()
     }
 }
 
@@ -93,12 +109,22 @@ impl From<tera::Error> for AppError {
     }
 }
 
+/// "45 seconds", "3 minutes": a wait as a person reads it (rounded up).
+pub fn wait_in_words(seconds: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match seconds {
+        0..=90 => plural(seconds.max(1), "second"),
+        _ => plural(seconds.div_ceil(60), "minute"),
+    }
+}
+
 /// The title and short message of an error page, attached to error responses for
-/// `pages::ErrorPages`.
+/// `pages::ErrorPages`, and what to do next when there is more to say.
 #[derive(Debug, Clone)]
 pub struct ErrorPage {
     pub title: &'static str,
     pub message: &'static str,
+    pub detail: Option<String>,
 }
 
 impl ErrorPage {
@@ -135,7 +161,7 @@ impl ErrorPage {
             _ if status.is_client_error() => ("Request refused", "The request could not be handled."),
             _ => ("Something went wrong", "An unexpected error occurred on our side. It has been logged."),
         };
-        Self { title, message }
+        Self { title, message, detail: None }
     }
 }
 
@@ -165,9 +191,12 @@ impl ResponseError for AppError {
             _ => {}
         }
         let page = self.page();
-        let mut response = HttpResponse::build(status)
-            .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
-            .body(page.message);
+        let mut builder = HttpResponse::build(status);
+        if let Some(seconds) = self.retry_after() {
+            builder.insert_header((header::RETRY_AFTER, seconds));
+        }
+        let mut response =
+            builder.insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8")).body(page.message);
         response.extensions_mut().insert(page);
         response
     }

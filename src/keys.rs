@@ -26,6 +26,8 @@ pub struct Keys {
     pub totp_seal: [u8; 32],
     /// Keys the HMAC of recovery codes.
     pub recovery_codes: [u8; 32],
+    /// Keys the hashes in throttling counters' keys, and names the deployment's counters.
+    pub throttle: [u8; 32],
 }
 
 impl Keys {
@@ -37,7 +39,15 @@ impl Keys {
             preferences: Key::from(&derive(master, "latchkey/preferences-cookie/v1")),
             totp_seal: half(derive(master, "latchkey/totp-seal/v1")),
             recovery_codes: half(derive(master, "latchkey/recovery-codes/v1")),
+            throttle: half(derive(master, "latchkey/throttle/v1")),
         }
+    }
+
+    /// The prefix of this deployment's throttling counters: instances sharing `SECRET_KEY`
+    /// share counts, and other deployments on the same Redis (or tests) never see them.
+    pub fn throttle_prefix(&self) -> String {
+        let id: String = self.throttle.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("latchkey:throttle:{id}:")
     }
 
     /// The keys second factors are kept under; those of `previous` still open and match what

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use latchkey_auth::passkeys::Url;
+use latchkey_auth::throttle::{Limit, ThrottlePolicy};
 use latchkey_auth::{LoginPolicy, Protection, Rotation};
 pub use latchkey_db::DatabaseUrl;
 use latchkey_sessions::Lifetimes;
@@ -190,6 +191,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
+    /// The limits on guesses; `None` with `THROTTLE=off` (benchmarks only).
+    pub throttle: Option<ThrottlePolicy>,
     /// Where to read templates from instead of the copies built into the binary (for editing
     /// them without rebuilding).
     pub templates_dir: Option<PathBuf>,
@@ -345,6 +348,13 @@ impl Settings {
         if !(8..=256).contains(&password_min_length) {
             return Err(SettingsError::new("PASSWORD_MIN_LENGTH", "must be between 8 and 256"));
         }
+        let throttle = match get("THROTTLE").unwrap_or("on") {
+            "on" => Some(throttle_policy(&get)?),
+            "off" => None,
+            other => {
+                return Err(SettingsError::new("THROTTLE", format!("expected on or off, got {other:?}")))
+            }
+        };
         let database_pool_size = parse_number(get("DATABASE_POOL_SIZE"), "DATABASE_POOL_SIZE", 10)?;
         if database_pool_size == 0 {
             return Err(SettingsError::new("DATABASE_POOL_SIZE", "must be at least 1"));
@@ -372,6 +382,7 @@ impl Settings {
             shutdown_timeout,
             bcrypt_cost,
             password_min_length,
+            throttle,
             templates_dir: get("TEMPLATES_DIR").map(PathBuf::from),
             static_dir: get("STATIC_DIR").map(PathBuf::from),
         })
@@ -386,6 +397,47 @@ impl Settings {
     pub fn login_policy(&self) -> LoginPolicy {
         self.sessions.login_policy(self.session_store != SessionStoreKind::Cookie)
     }
+}
+
+/// The throttle's limits, each `THROTTLE_*` setting over its default.
+fn throttle_policy<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ThrottlePolicy, SettingsError> {
+    let defaults = ThrottlePolicy::default();
+    let limit = |var: &'static str, default: Limit| match get(var) {
+        None => Ok(default),
+        Some(raw) => parse_limit(raw).map_err(|reason| SettingsError::new(var, reason)),
+    };
+    let policy = ThrottlePolicy {
+        login_email_ip: limit("THROTTLE_LOGIN", defaults.login_email_ip)?,
+        login_ip: limit("THROTTLE_LOGIN_IP", defaults.login_ip)?,
+        delay_after: parse_number(get("THROTTLE_DELAY_AFTER"), "THROTTLE_DELAY_AFTER", defaults.delay_after)?,
+        delay_max: parse_duration_var(get("THROTTLE_DELAY_MAX"), "THROTTLE_DELAY_MAX", defaults.delay_max)?,
+        lock_after: parse_number(get("THROTTLE_LOCK_AFTER"), "THROTTLE_LOCK_AFTER", defaults.lock_after)?,
+        register: limit("THROTTLE_REGISTER", defaults.register)?,
+        reauth: limit("THROTTLE_REAUTH", defaults.reauth)?,
+        second_factor: limit("THROTTLE_SECOND_FACTOR", defaults.second_factor)?,
+        guest_session: limit("THROTTLE_GUEST_SESSION", defaults.guest_session)?,
+    };
+    if policy.lock_after <= policy.delay_after {
+        return Err(SettingsError::new("THROTTLE_LOCK_AFTER", "must be more than THROTTLE_DELAY_AFTER"));
+    }
+    if policy.second_factor.count <= 5 {
+        // The second step's own rule (five wrong codes end a pending login) must come first.
+        return Err(SettingsError::new("THROTTLE_SECOND_FACTOR", "must allow more than 5 attempts"));
+    }
+    Ok(policy)
+}
+
+/// `N/duration`: at most N events per window, e.g. `5/1m`.
+fn parse_limit(raw: &str) -> Result<Limit, String> {
+    let (count, window) =
+        raw.split_once('/').ok_or_else(|| format!("expected count/duration such as 5/1m, got {raw:?}"))?;
+    let count: u64 =
+        count.trim().parse().map_err(|_| format!("expected a whole number before /, got {raw:?}"))?;
+    let window = parse_duration(window.trim())?;
+    if count == 0 || window.is_zero() {
+        return Err(format!("expected a count and a window above zero, got {raw:?}"));
+    }
+    Ok(Limit::new(count, window))
 }
 
 fn parse_number<T: std::str::FromStr>(

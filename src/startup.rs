@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use latchkey_auth::csrf;
 use latchkey_auth::passkeys::RelyingParty;
 use latchkey_auth::password::Hasher;
+use latchkey_auth::throttle::Throttle;
 use latchkey_auth::{identity_middleware, Auth, LoginPolicy};
 use latchkey_sessions::redis::RedisStore;
 use latchkey_sessions::{cookie_name, Backend, Lifecycle, SessionCookie, Store};
@@ -53,9 +54,14 @@ impl Application {
         }
 
         let store = connect_store(&settings, &pool)?;
-        let redis = match store.backend() {
-            Backend::Redis(redis) => Some(redis.clone()),
-            _ => None,
+        // The Redis of REDIS_URL, whatever the session store: throttling counters live there too.
+        let redis = match (store.backend(), &settings.redis_url) {
+            (Backend::Redis(redis), _) => Some(redis.clone()),
+            (_, Some(url)) => Some(
+                RedisStore::new(url.expose(), settings.redis_timeout, settings.sessions.rotate_grace)
+                    .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?,
+            ),
+            (_, None) => None,
         };
         if let Some(redis) = &redis {
             // Not fatal: the site starts, answers 503 and recovers once Redis is reachable.
@@ -94,6 +100,18 @@ impl Application {
             None => log::info!("passkeys are on for {}", settings.public_url),
             Some(reason) => log::warn!("passkeys are off: {reason}"),
         }
+        let throttle = match (&settings.throttle, &redis) {
+            (None, _) => {
+                log::warn!("THROTTLE=off: nothing limits password guessing; use it for benchmarks only");
+                Throttle::off()
+            }
+            (Some(policy), Some(redis)) => {
+                Throttle::in_redis(redis.clone(), policy.clone(), &keys.throttle_prefix(), &keys.throttle)
+            }
+            (Some(policy), None) => {
+                Throttle::in_database(pool.clone(), policy.clone(), &keys.throttle_prefix(), &keys.throttle)
+            }
+        };
         let sessions_in_database = matches!(store.backend(), Backend::Database(_));
         spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);
         let auth = web::Data::new(
@@ -101,6 +119,7 @@ impl Application {
                 .with_previous_csrf_key(previous_keys.as_ref().map(|previous| previous.csrf.clone()))
                 .with_second_factors(keys.factors(previous_keys.as_ref()))
                 .with_passkeys(passkeys)
+                .with_throttle(throttle)
                 .with_login_hook(MergeGuestCart),
         );
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
@@ -205,7 +224,8 @@ pub async fn purge(
         let logins = policy.purge_expired(conn, now)?
             + User::purge_stale_logins(conn)?
             + latchkey_auth::second_factor::PendingLogin::purge_expired(conn, now)?
-            + latchkey_auth::passkeys::purge_expired(conn, now)?;
+            + latchkey_auth::passkeys::purge_expired(conn, now)?
+            + latchkey_auth::throttle::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
         Ok((logins, sessions))

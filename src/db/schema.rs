@@ -89,6 +89,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    throttle_counters (key) {
+        key -> Text,
+        count -> Int8,
+        started_at -> Timestamp,
+        last_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     totp_factors (user_id) {
         user_id -> Int4,
         secret -> Text,
@@ -127,6 +137,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     products,
     recovery_codes,
     session_states,
+    throttle_counters,
     totp_factors,
     users,
 );

@@ -77,9 +77,13 @@ where
                     let (status, page) = describe(res.response(), res.response().error());
                     let cookies: Vec<header::HeaderValue> =
                         res.response().headers().get_all(header::SET_COOKIE).cloned().collect();
+                    let retry_after = res.response().headers().get(header::RETRY_AFTER).cloned();
                     let (req, _) = res.into_parts();
                     let mut response = render_error(&req, status, &page);
                     keep_cookies(&mut response, cookies);
+                    if let Some(retry_after) = retry_after {
+                        response.headers_mut().insert(header::RETRY_AFTER, retry_after);
+                    }
                     Ok(ServiceResponse::new(req, response).map_into_right_body())
                 }
                 Err(error) => {
@@ -145,8 +149,13 @@ fn describe<B>(response: &HttpResponse<B>, error: Option<&actix_web::Error>) -> 
     }
     let mut page =
         response.extensions().get::<ErrorPage>().cloned().unwrap_or_else(|| ErrorPage::for_status(status));
-    if let Some(message) = error.and_then(|e| e.as_error::<AuthError>()).and_then(AuthError::client_message) {
-        page.message = message;
+    if let Some(auth) = error.and_then(|e| e.as_error::<AuthError>()) {
+        if let Some(message) = auth.client_message() {
+            page.message = message;
+        }
+        if let Some(seconds) = auth.retry_after() {
+            page.detail = Some(format!("Try again in {}.", crate::error::wait_in_words(seconds)));
+        }
     }
     (status, page)
 }

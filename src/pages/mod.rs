@@ -194,6 +194,7 @@ pub fn render_error_in(
     context.insert("status", &status.as_u16());
     context.insert("title", page.title);
     context.insert("message", page.message);
+    context.insert("detail", &page.detail);
     layout.and_then(|layout| render_layout(layout, &[], status, "error.html", context)).unwrap_or_else(
         |error| {
             log::error!("rendering the error page failed: {error:?}");

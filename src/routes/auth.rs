@@ -13,6 +13,7 @@ use latchkey_auth::next;
 use latchkey_auth::passkeys::StoredPasskey;
 use latchkey_auth::password::{self, Password};
 use latchkey_auth::second_factor::{Answer, TotpFactor};
+use latchkey_auth::throttle::{self, limit_request, Account};
 use latchkey_auth::{Auth, SecondFactorOutcome};
 
 use crate::auth::LoginRequired;
@@ -137,6 +138,7 @@ async fn register(
             register_context(email, errors, &next, min_length),
         )
     };
+    limit_request(page.request(), "register", |policy| policy.register).await?;
     let registration = match form.validate(min_length) {
         Ok(registration) => registration,
         Err((email, errors)) => return invalid(&email, &errors),
@@ -203,16 +205,26 @@ async fn log_in(
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let hasher = Auth::of(page.request())?.hasher();
+    let auth = Auth::of(page.request())?;
+    let hasher = auth.hasher();
     let email = normalise_email(&form.email);
     // The user is read before the password is checked: the login holds only for the
     // credentials of this moment (see `latchkey_auth::log_in`).
     let lookup = email.clone();
     let user = db::run(&state.pool, move |conn| User::find_by_email(conn, &lookup)).await?;
+    // Throttled before the password is checked: a guess that is not allowed costs no bcrypt.
+    let ip = auth.client_ip(page.request());
+    let account = user.as_ref().map_or(Account::Email(&email), |u| Account::User(u.id));
+    let verdict = auth.throttle().check_login(account, &email, &ip).await?;
+    if verdict != throttle::Verdict::Allowed {
+        log::info!("login throttled ({verdict:?})");
+    }
+    throttle::enforce(verdict)?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matched = hasher.verify(form.password.clone(), stored).await?;
     let Some(user) = user.filter(|_| matched) else {
         log::info!("failed login attempt");
+        auth.throttle().login_failed(account, &email, &ip).await?;
         return page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "login.html",
@@ -235,6 +247,7 @@ async fn log_in(
         return Ok(see_other(SECOND_STEP));
     }
     latchkey_auth::log_in(page.request(), &user, remember).await?;
+    auth.throttle().login_succeeded(user.id, Some((&email, &ip))).await?;
     log::info!("user {} logged in", user.id);
     FlashMessage::success("You are logged in.").send();
     Ok(see_other(next::target(&form.next)))
@@ -299,6 +312,7 @@ async fn second_factor(
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    limit_request(page.request(), "second-factor", |policy| policy.second_factor).await?;
     let user_id = latchkey_auth::pending_login(page.request()).await?.map(|p| p.user_id);
     match latchkey_auth::complete_second_factor::<User>(page.request(), Answer::Code(form.code)).await? {
         SecondFactorOutcome::LoggedIn { next } => {
@@ -376,10 +390,14 @@ async fn reauth(
     page: Page,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let hasher = Auth::of(page.request())?.hasher();
+    let auth = Auth::of(page.request())?;
+    limit_request(page.request(), "reauth", |policy| policy.reauth).await?;
+    throttle::enforce(auth.throttle().check_account(user.id).await?)?;
+    let hasher = auth.hasher();
     let factors = Factors::of(&page, &state, user.id).await?;
-    let refuse = |message: &str| {
+    let refuse = async |message: &str| {
         log::info!("user {}: failed re-authentication", user.id);
+        auth.throttle().account_failed(user.id).await?;
         page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "reauth.html",
@@ -387,14 +405,14 @@ async fn reauth(
         )
     };
     if !hasher.verify(form.password, Some(user.password_hash.clone())).await? {
-        return refuse("That password is not correct.");
+        return refuse("That password is not correct.").await;
     }
     if factors.any()
         && latchkey_auth::verify_second_factor(page.request(), user.id, Answer::Code(form.code))
             .await?
             .is_none()
     {
-        return refuse("That code is not right, or was used already.");
+        return refuse("That code is not right, or was used already.").await;
     }
     latchkey_auth::reauthenticate(page.request(), &user, factors.any()).await?;
     log::info!("user {} re-authenticated", user.id);

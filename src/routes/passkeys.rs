@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use latchkey_auth::csrf::CsrfHeader;
 use latchkey_auth::passkeys::{self, PublicKeyCredential, Purpose, Refusal, RegisterPublicKeyCredential};
 use latchkey_auth::second_factor::{self, Answer};
+use latchkey_auth::throttle::{self, limit_request};
 use latchkey_auth::{next, Auth, FormPage, SecondFactorOutcome};
 
 use crate::auth::{FreshLoginRequired, LoginRequired};
@@ -91,6 +92,8 @@ async fn authentication_options(
     purpose: Purpose,
     user: Option<i32>,
 ) -> Result<HttpResponse, AppError> {
+    // Each ceremony is a row on the server: bound how many one address may begin.
+    limit_request(req, "passkey-ceremony", |policy| policy.second_factor).await?;
     let party = Auth::of(req)?.passkeys().clone();
     let now = chrono::Utc::now().naive_utc();
     let begun =
@@ -249,6 +252,7 @@ async fn second_factor(
     req: HttpRequest,
     answer: web::Json<FactorAnswer>,
 ) -> Result<HttpResponse, AppError> {
+    limit_request(&req, "second-factor", |policy| policy.second_factor).await?;
     let (answer, _) = answer.into_inner().into_answer();
     Ok(match latchkey_auth::complete_second_factor::<User>(&req, answer).await? {
         SecondFactorOutcome::LoggedIn { next } => {
@@ -288,9 +292,13 @@ async fn reauth(
     req: HttpRequest,
     answer: web::Json<FactorAnswer>,
 ) -> Result<HttpResponse, AppError> {
+    let auth = Auth::of(&req)?;
+    limit_request(&req, "reauth", |policy| policy.reauth).await?;
+    throttle::enforce(auth.throttle().check_account(user.id).await?)?;
     let (answer, next) = answer.into_inner().into_answer();
     if latchkey_auth::verify_second_factor(&req, user.id, answer).await?.is_none() {
         log::info!("user {}: failed re-authentication with a passkey", user.id);
+        auth.throttle().account_failed(user.id).await?;
         return Ok(refused(Refusal::Unverified));
     }
     latchkey_auth::reauthenticate(&req, &user, true).await?;

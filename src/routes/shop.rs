@@ -98,6 +98,16 @@ async fn add_item(
     };
 
     let cart = Cart::of(page.request(), page.user());
+    if let Cart::Guest(session) = &cart {
+        if session.session().entries().is_empty() {
+            // A guest's first item starts a session, which a server-side store keeps: bound
+            // how many one address may start.
+            latchkey_auth::throttle::limit_request(page.request(), "guest-session", |policy| {
+                policy.guest_session
+            })
+            .await?;
+        }
+    }
     let change = match cart.add(&state.pool, product.id, quantity).await {
         Ok(change) => change,
         Err(AddError::GuestCartFull) => {

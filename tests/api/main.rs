@@ -30,3 +30,4 @@ mod second_factor;
 mod sessions;
 mod shop;
 mod shutdown;
+mod throttle;

@@ -123,8 +123,14 @@ async fn an_authenticator_app_guards_the_login(app: TestApp) {
     assert!(!app.is_logged_in().await);
     assert_eq!(location(&app.get("/login/mfa").await), "/login");
 
+    // Wrong codes count as failures of the account: after five, the next login waits a second.
+    let held = password_step(&app, email).await;
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(held.headers()["retry-after"], "1");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
     // A pending login lives five minutes.
-    password_step(&app, email).await;
+    assert_eq!(location(&password_step(&app, email).await), "/login/mfa");
     let token = app.csrf_token("/login/mfa").await;
     let six_minutes_ago = chrono::Utc::now().naive_utc() - chrono::TimeDelta::minutes(6);
     diesel::update(pending_logins::table)

@@ -34,9 +34,18 @@ pub enum AuthError {
     /// A malformed request (400); the message is shown to the client.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Too many attempts: 429 with `Retry-After`, before any password is checked.
+    #[error("throttled for {0:?}")]
+    Throttled(std::time::Duration),
+    /// Password login is stopped for this account after too many consecutive failures (403).
+    #[error("password login locked")]
+    Locked,
     /// The login registry could not be read or written.
     #[error("login registry unavailable")]
     Database(#[from] DbError),
+    /// Another backing service (Redis) did not answer (503).
+    #[error("backing service unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else: a missing `Auth` registration, a session that would not serialise.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -52,7 +61,28 @@ impl AuthError {
     pub fn client_message(&self) -> Option<&'static str> {
         match self {
             Self::BadRequest(message) => Some(message),
+            Self::Throttled(_) => Some("Too many attempts. Please wait before trying again."),
+            Self::Locked => Some(
+                "Password login is locked for this account after too many failed attempts. Sign in with a passkey to unlock it.",
+            ),
             _ => None,
+        }
+    }
+
+    /// The seconds a throttled client should wait, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Throttled(wait) => Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::throttle::ThrottleError> for AuthError {
+    fn from(error: crate::throttle::ThrottleError) -> Self {
+        match error {
+            crate::throttle::ThrottleError::Database(error) => Self::Database(error),
+            redis @ crate::throttle::ThrottleError::Redis(_) => Self::Unavailable(redis.into()),
         }
     }
 }
@@ -80,6 +110,9 @@ impl ResponseError for AuthError {
             Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Locked => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -105,10 +138,16 @@ impl ResponseError for AuthError {
                 return HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish();
             }
             Self::CsrfRejected(reason) => log::warn!("CSRF check failed: {reason}"),
-            Self::Database(_) | Self::Internal(_) => log::error!("{status}: {}", cause_chain(self)),
+            Self::Database(_) | Self::Internal(_) | Self::Unavailable(_) => {
+                log::error!("{status}: {}", cause_chain(self))
+            }
             _ => {}
         }
-        HttpResponse::build(status)
+        let mut response = HttpResponse::build(status);
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, seconds));
+        }
+        response
             .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
             .body(self.client_message().unwrap_or(status.canonical_reason().unwrap_or("error")))
     }

@@ -11,6 +11,7 @@
 //!   redirects and the [`client`]'s address behind trusted proxies.
 //! - Second factors ([`second_factor`]: TOTP, recovery codes, password logins waiting for
 //!   their second step) and [`passkeys`] (WebAuthn: signing in alone, or as the second factor).
+//! - Guesses [`throttle`]d across every instance (Redis or the database).
 //!
 //! Register [`Auth`] as app data, and wrap the app in [`identity_middleware`], the session
 //! middleware of `latchkey-sessions`, and [`csrf::send_cookie`]:
@@ -53,6 +54,7 @@ pub mod rules;
 pub mod sealing;
 pub mod second_factor;
 mod state;
+pub mod throttle;
 mod user;
 
 use actix_identity::config::LogoutBehavior;

@@ -108,6 +108,7 @@ pub async fn reauthenticate<U: AuthUser>(
     let client = ClientInfo::of(req, &auth.policy.trusted_proxies);
     latchkey_db::run(&auth.pool, move |conn| Login::record_proof(conn, &id, now, &client, with_factor))
         .await?;
+    auth.throttle.login_succeeded(current.id(), None).await?;
     TypedSession::of(req).renew();
     CurrentUser::<U>::forget_cached(req);
     // The renewed cookie must reach the browser, even from a session served in grace.
@@ -243,6 +244,7 @@ pub async fn complete_second_factor<U: AuthUser>(
     };
     let Some(pending) = pending_login(req).await? else { return start_over(false) };
     let auth = Auth::of(req)?;
+    let user_id = pending.user_id;
     let keys = auth.factor_keys()?.clone();
     let party = auth.passkeys.clone();
     let now = chrono::Utc::now().naive_utc();
@@ -263,21 +265,27 @@ pub async fn complete_second_factor<U: AuthUser>(
         let attempts = PendingLogin::record_failure(conn, &pending.id)?;
         if attempts >= second_factor::MAX_ATTEMPTS {
             PendingLogin::delete(conn, &pending.id)?;
-            return Ok(Err(None));
         }
-        Ok(Err(Some(second_factor::MAX_ATTEMPTS - attempts)))
+        // Wrong: how many more may be tried (none: it has ended).
+        Ok(Err(Some((second_factor::MAX_ATTEMPTS - attempts).max(0))))
     })
     .await?;
     match checked {
         Ok((user, pending)) => {
             start_login(req, &user, pending.remember, true).await?;
+            // Only now is the login complete: the account's failures start again from zero.
+            auth.throttle.login_succeeded(user.id(), None).await?;
             Ok(SecondFactorOutcome::LoggedIn { next: pending.next })
         }
         Err(Some(attempts_left)) => {
             log::info!("a wrong second-factor code for pending login {}", id.get(..8).unwrap_or_default());
+            auth.throttle.account_failed(user_id).await?;
+            if attempts_left == 0 {
+                return start_over(true);
+            }
             Ok(SecondFactorOutcome::Wrong { attempts_left })
         }
-        Err(None) => start_over(true),
+        Err(None) => start_over(false),
     }
 }
 
@@ -334,6 +342,8 @@ pub async fn sign_in_with_passkey<U: AuthUser>(
         Ok(user) => {
             // This also ends a password login still waiting for its second factor.
             start_login(req, &user, remember, true).await?;
+            // A passkey unlocks an account whose password login failures locked it.
+            auth.throttle.login_succeeded(user.id(), None).await?;
             Ok(Ok(user.id()))
         }
         Err(refusal) => Ok(Err(refusal)),

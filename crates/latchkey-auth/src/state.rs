@@ -12,6 +12,7 @@ use crate::passkeys::RelyingParty;
 use crate::password::Hasher;
 use crate::rules::LoginPolicy;
 use crate::second_factor::FactorKeys;
+use crate::throttle::Throttle;
 
 /// Work to run in a login's transaction, given the user's id.
 pub type LoginWork = Box<dyn FnOnce(&mut DbConnection, i32) -> QueryResult<()> + Send>;
@@ -40,6 +41,7 @@ pub struct Auth {
     pub(crate) production: bool,
     pub(crate) factor_keys: Option<FactorKeys>,
     pub(crate) passkeys: RelyingParty,
+    pub(crate) throttle: Throttle,
     pub(crate) hook: Option<Arc<dyn LoginHook>>,
 }
 
@@ -62,6 +64,7 @@ impl Auth {
             production,
             factor_keys: None,
             passkeys: RelyingParty::Off("passkeys are not configured (Auth::with_passkeys)".into()),
+            throttle: Throttle::off(),
             hook: None,
         }
     }
@@ -86,6 +89,26 @@ impl Auth {
     pub fn with_passkeys(mut self, party: RelyingParty) -> Self {
         self.passkeys = party;
         self
+    }
+
+    /// Throttles guesses with `throttle` (see [`crate::throttle`]); without it nothing is
+    /// throttled.
+    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// The throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// The client's IP address as the login policy's trusted proxies reveal it (`unknown`
+    /// when the peer is not known), for throttling and records.
+    pub fn client_ip(&self, req: &HttpRequest) -> String {
+        crate::client::ClientInfo::of(req, &self.policy.trusted_proxies)
+            .ip
+            .unwrap_or_else(|| "unknown".into())
     }
 
     /// The relying party passkeys use, or why they are off.

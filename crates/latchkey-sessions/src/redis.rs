@@ -89,8 +89,9 @@ impl RedisStore {
     }
 
     /// Runs a command or pipeline within the time limit; a connection that failed or timed
-    /// out is dropped so the next request opens a fresh one.
-    async fn query<T: redis::FromRedisValue>(
+    /// out is dropped so the next request opens a fresh one. Public for other state that
+    /// lives beside the sessions and must be shared by every instance (throttling counters).
+    pub async fn query<T: redis::FromRedisValue>(
         &self,
         run: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Result<T, anyhow::Error> {
