@@ -3,7 +3,9 @@
 use actix_web::{cookie::Key, middleware::from_fn, web, App, HttpRequest, HttpResponse, HttpServer};
 use diesel::{connection::SimpleConnection, prelude::*};
 use latchkey_auth::csrf::{self, CsrfForm, CsrfToken, NoFields};
-use latchkey_auth::{identity_middleware, password, registry, Auth, AuthError, AuthUser, LoginRequired};
+use latchkey_auth::{
+    audit, identity_middleware, password, registry, Auth, AuthError, AuthUser, LoginRequired,
+};
 use latchkey_db::{DatabaseUrl, DbConnection};
 use latchkey_sessions::{database, Backend, Lifecycle, Lifetimes, Store};
 
@@ -79,8 +81,10 @@ async fn main() -> anyhow::Result<()> {
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
     let url = DatabaseUrl::parse(&env("DATABASE_URL", "sqlite://minimal.sqlite3"))?;
     let pool = latchkey_db::pool(&url, 4, std::time::Duration::from_secs(5))?;
-    pool.get()?
-        .batch_execute(&[USERS, registry::schema::SQLITE_DDL, database::schema::SQLITE_DDL].concat())?;
+    pool.get()?.batch_execute(
+        &[USERS, registry::schema::SQLITE_DDL, audit::schema::SQLITE_DDL, database::schema::SQLITE_DDL]
+            .concat(),
+    )?;
     let hasher = password::Hasher::new(env("BCRYPT_COST", "12").parse()?).await?;
     let secret = env("SECRET_KEY", &"change me ".repeat(7)); // 64 bytes or more
     let (key, csrf) =

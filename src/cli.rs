@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::db;
-use crate::settings::{SessionStoreKind, Settings};
+use crate::settings::Settings;
 use crate::startup::{self, Application};
 
 /// latchkey: web sessions and authentication done right.
@@ -38,7 +38,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
-    /// Delete ended logins, and expired session state from the database store.
+    /// Delete ended logins, expired session state from the database store, and audit events
+    /// older than `AUDIT_RETENTION`.
     Purge,
 }
 
@@ -56,12 +57,10 @@ impl Cli {
             Command::Healthcheck => healthcheck(&settings.bind, Duration::from_secs(3))?,
             Command::Sessions { action: SessionsCommand::Purge } => {
                 let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
-                let policy = settings.login_policy();
-                let in_database = settings.session_store == SessionStoreKind::Database;
-                let (logins, sessions) = startup::purge(&pool, &policy, in_database)
+                let purged = startup::purge(&pool, &settings)
                     .await
                     .map_err(|e| anyhow::anyhow!("purging failed: {}", latchkey_auth::cause_chain(&e)))?;
-                println!("{sessions} expired session(s) and {logins} ended login(s) purged");
+                println!("purged {purged}");
             }
         }
         Ok(())

@@ -13,6 +13,8 @@ pub mod error;
 pub mod http;
 /// Purpose-specific keys derived from `SECRET_KEY`.
 pub mod keys;
+/// The logger: text or JSON lines.
+pub mod logging;
 /// One module per table of the site: rows, inserts and queries.
 pub mod models;
 /// Pages: rendering, error pages, flash messages, display preferences, templates and assets.

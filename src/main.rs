@@ -1,14 +1,15 @@
 use clap::Parser;
 use latchkey::cli::Cli;
-use latchkey::settings::Settings;
+use latchkey::settings::{LogFormat, Settings};
 
 #[actix_web::main]
 async fn main() {
     let cli = Cli::parse();
     // .env may set RUST_LOG, so it is read before logging starts (and again by Settings).
     let _ = dotenvy::dotenv();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn"))
-        .init();
+    // An invalid LOG_FORMAT starts text logging; Settings then refuses it with its reason.
+    let format = LogFormat::parse(std::env::var("LOG_FORMAT").ok().as_deref()).unwrap_or_default();
+    latchkey::logging::init(format);
     let settings = Settings::from_env();
     let result = match settings {
         Ok(settings) => cli.run(settings).await,

@@ -44,6 +44,27 @@ pub enum SessionStoreKind {
     Database,
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// env_logger's own lines, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` (the default when unset) or `json`.
+    pub fn parse(raw: Option<&str>) -> Result<Self, SettingsError> {
+        match raw.map(str::trim).filter(|v| !v.is_empty()).unwrap_or("text") {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(SettingsError::new("LOG_FORMAT", format!("expected text or json, got {other:?}"))),
+        }
+    }
+}
+
 /// How long sessions live and how they are refreshed.
 #[derive(Debug, Clone)]
 pub struct SessionPolicy {
@@ -193,6 +214,10 @@ pub struct Settings {
     pub password_min_length: usize,
     /// The limits on guesses; `None` with `THROTTLE=off` (benchmarks only).
     pub throttle: Option<ThrottlePolicy>,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Where to read templates from instead of the copies built into the binary (for editing
     /// them without rebuilding).
     pub templates_dir: Option<PathBuf>,
@@ -366,6 +391,10 @@ impl Settings {
         let redis_timeout =
             parse_duration_var(get("REDIS_TIMEOUT"), "REDIS_TIMEOUT", Duration::from_secs(2))?;
 
+        let audit_retention =
+            parse_duration_var(get("AUDIT_RETENTION"), "AUDIT_RETENTION", Duration::from_secs(90 * 86_400))?;
+        let log_format = LogFormat::parse(get("LOG_FORMAT"))?;
+
         Ok(Self {
             app_env,
             bind,
@@ -383,6 +412,8 @@ impl Settings {
             bcrypt_cost,
             password_min_length,
             throttle,
+            audit_retention,
+            log_format,
             templates_dir: get("TEMPLATES_DIR").map(PathBuf::from),
             static_dir: get("STATIC_DIR").map(PathBuf::from),
         })

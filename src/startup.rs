@@ -2,19 +2,18 @@
 //! site only through here. This is where the layers meet: the middleware order and the routes.
 
 use std::net::TcpListener;
-use std::time::Duration;
 
 use actix_files::Files;
 use actix_web::dev::Server;
 use actix_web::middleware::{from_fn, Logger};
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpServer};
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context as _;
 use latchkey_auth::csrf;
 use latchkey_auth::passkeys::RelyingParty;
 use latchkey_auth::password::Hasher;
 use latchkey_auth::throttle::Throttle;
-use latchkey_auth::{identity_middleware, Auth, LoginPolicy};
+use latchkey_auth::{identity_middleware, Auth};
 use latchkey_sessions::redis::RedisStore;
 use latchkey_sessions::{cookie_name, Backend, Lifecycle, SessionCookie, Store};
 
@@ -112,8 +111,7 @@ impl Application {
                 Throttle::in_database(pool.clone(), policy.clone(), &keys.throttle_prefix(), &keys.throttle)
             }
         };
-        let sessions_in_database = matches!(store.backend(), Backend::Database(_));
-        spawn_purger(pool.clone(), policy.clone(), sessions_in_database, settings.sessions.purge_interval);
+        spawn_purger(pool.clone(), settings.clone());
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
                 .with_previous_csrf_key(previous_keys.as_ref().map(|previous| previous.csrf.clone()))
@@ -151,7 +149,9 @@ impl Application {
                 .wrap(from_fn(move |req, next| headers.apply(req, next)))
                 // Outside every layer that reads a cookie: they see cookies of the current key.
                 .wrap(rekey.clone())
-                .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+                .wrap(access_log())
+                // Outermost: every log line and audit record of the request carries its id.
+                .wrap(from_fn(latchkey_auth::audit::request_id))
                 .configure(routes::health::config)
                 .service(Files::new("/static", &static_dir))
                 .service(pages)
@@ -193,33 +193,60 @@ fn connect_store(settings: &Settings, pool: &Pool) -> Result<Store, anyhow::Erro
     Ok(Store::new(backend, settings.sessions.lifetimes()))
 }
 
-/// Every `interval`, for the life of the server, purges ended logins and expired session state.
-fn spawn_purger(pool: Pool, policy: LoginPolicy, sessions_in_database: bool, interval: Duration) {
+/// Every `SESSION_PURGE_INTERVAL`, for the life of the server, purges ended logins, expired
+/// session state and audit events past `AUDIT_RETENTION`.
+fn spawn_purger(pool: Pool, settings: Settings) {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(settings.sessions.purge_interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            match purge(&pool, &policy, sessions_in_database).await {
-                Ok((0, 0)) => {}
-                Ok((logins, sessions)) => {
-                    log::info!("purged {logins} ended login(s) and {sessions} expired session(s)");
-                }
+            match purge(&pool, &settings).await {
+                Ok(Purged { logins: 0, sessions: 0, audit_events: 0 }) => {}
+                Ok(purged) => log::info!("purged {purged}"),
                 Err(error) => log::warn!("purging failed: {}", latchkey_auth::cause_chain(&error)),
             }
         }
     });
 }
 
-/// Deletes logins the timeouts have ended and, when sessions live in the database, expired
-/// session state. Returns how many of each went.
-pub async fn purge(
-    pool: &Pool,
-    policy: &LoginPolicy,
-    sessions_in_database: bool,
-) -> Result<(usize, usize), DbError> {
-    let policy = policy.clone();
+/// The access log: one line a request, with the request id its audit events carry (set by
+/// `audit::request_id`, which runs outside it).
+fn access_log() -> Logger {
+    Logger::new(r#"%a "%r" %s %b %Dms %{request_id}xi"#).custom_request_replace("request_id", |req| {
+        req.extensions().get::<latchkey_auth::audit::RequestId>().map(|id| id.0.clone()).unwrap_or_default()
+    })
+}
+
+/// What a purge deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Ended logins, stale pending logins, expired ceremonies and throttle counters.
+    pub logins: usize,
+    /// Expired session state (the database store only).
+    pub sessions: usize,
+    /// Audit events older than `AUDIT_RETENTION`.
+    pub audit_events: usize,
+}
+
+impl std::fmt::Display for Purged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ended login(s), {} expired session(s) and {} old audit event(s)",
+            self.logins, self.sessions, self.audit_events
+        )
+    }
+}
+
+/// Deletes logins the timeouts have ended, expired session state when sessions live in the
+/// database, and audit events past their retention.
+pub async fn purge(pool: &Pool, settings: &Settings) -> Result<Purged, DbError> {
+    let policy = settings.login_policy();
+    let sessions_in_database = settings.session_store == SessionStoreKind::Database;
     let now = chrono::Utc::now().naive_utc();
+    let audit_cutoff =
+        now - chrono::TimeDelta::from_std(settings.audit_retention).unwrap_or(chrono::TimeDelta::MAX);
     db::run(pool, move |conn| {
         let logins = policy.purge_expired(conn, now)?
             + User::purge_stale_logins(conn)?
@@ -228,7 +255,8 @@ pub async fn purge(
             + latchkey_auth::throttle::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
-        Ok((logins, sessions))
+        let audit_events = latchkey_auth::audit::purge_older_than(conn, audit_cutoff)?;
+        Ok(Purged { logins, sessions, audit_events })
     })
     .await
 }

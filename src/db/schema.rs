@@ -1,6 +1,20 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_events (id) {
+        id -> Int8,
+        at -> Timestamp,
+        event -> Text,
+        outcome -> Text,
+        user_id -> Nullable<Int4>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     cart_items (user_id, product_id) {
         user_id -> Int4,
         product_id -> Int4,
@@ -129,6 +143,7 @@ diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
     cart_items,
     logins,
     passkey_ceremonies,

@@ -27,6 +27,7 @@ pub const TEMPLATES: &[(&str, &str)] = embedded![
     "account_password.html",
     "account_recovery_codes.html",
     "account_security.html",
+    "account_activity.html",
     "account_sessions.html",
     "account_totp.html",
     "cart.html",

@@ -9,8 +9,10 @@ use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use tera::Context;
 
+use latchkey_auth::audit::{self, Event, Record};
 use latchkey_auth::password::{self, Password};
 use latchkey_auth::registry::Login;
+use latchkey_auth::throttle;
 use latchkey_auth::{Auth, FormPage, LoginPolicy};
 
 use crate::auth::{FreshLoginRequired, LoginRequired};
@@ -28,6 +30,7 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     // there, and the user submits again.
     let from = |path: &'static str, page: &'static str| web::resource(path).app_data(FormPage(page));
     cfg.route("/account", http::get().to(account))
+        .route("/account/activity", http::get().to(activity))
         .route("/account/sessions", http::get().to(devices))
         .service(from("/account/sessions/revoke-others", DEVICES).route(web::post().to(revoke_others)))
         .service(from("/account/sessions/{id}/revoke", DEVICES).route(web::post().to(revoke)))
@@ -62,6 +65,57 @@ async fn account(user: LoginRequired, page: Page) -> Result<HttpResponse, AppErr
         }),
     );
     page.render("account.html", context)
+}
+
+// ---- your activity --------------------------------------------------------------------------
+
+/// How many events the activity page shows.
+const ACTIVITY_SHOWN: i64 = 50;
+
+/// One audit event as the activity page shows it.
+#[derive(Serialize)]
+struct Activity {
+    /// The event's name (`authn_login_fail`…), for tools reading the page.
+    name: String,
+    what: &'static str,
+    detail: Option<String>,
+    failure: bool,
+    when: String,
+    ip: String,
+    browser: String,
+    os: String,
+}
+
+/// The user's own recent security events, newest first: sign-ins (failed ones included),
+/// changes to how they sign in, devices signed out.
+async fn activity(
+    user: LoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let user_id = user.id;
+    let events =
+        db::run(&state.pool, move |conn| audit::recent_for_user(conn, user_id, ACTIVITY_SHOWN)).await?;
+    let shown: Vec<Activity> = events
+        .into_iter()
+        .filter_map(|event| {
+            let what = event.description()?;
+            let (browser, os) = describe_user_agent(event.user_agent.as_deref());
+            Some(Activity {
+                what,
+                name: event.event,
+                failure: event.outcome == "failure",
+                detail: event.detail,
+                when: event.at.format(DATE_FORMAT).to_string(),
+                ip: event.ip.unwrap_or_else(|| "unknown".to_owned()),
+                browser,
+                os,
+            })
+        })
+        .collect();
+    let mut context = Context::new();
+    context.insert("events", &shown);
+    page.render("account_activity.html", context)
 }
 
 // ---- your devices ---------------------------------------------------------------------------
@@ -149,6 +203,7 @@ async fn revoke(
     _form: CsrfForm<NoFields>,
     user: FreshLoginRequired,
     path: web::Path<String>,
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
@@ -158,7 +213,17 @@ async fn revoke(
         return Ok(see_other(DEVICES));
     }
     let user_id = user.id;
-    let ended = db::run(&state.pool, move |conn| Login::delete_for_user(conn, user_id, &id)).await?;
+    let record = Record::of(&req, Event::SessionRevoked).user(user_id).detail("one other device");
+    let ended = db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            let ended = Login::delete_for_user(conn, user_id, &id)?;
+            if ended {
+                record.insert(conn)?;
+            }
+            Ok(ended)
+        })
+    })
+    .await?;
     if !ended {
         return Err(AppError::NotFound);
     }
@@ -225,15 +290,21 @@ async fn change_password(
     let hasher = Auth::of(page.request())?.hasher();
     let min_length = state.settings.password_min_length;
     let mut errors = FieldErrors::new();
-    for problem in
-        password::validate_new(form.new_password.expose(), form.new_password_confirm.expose(), min_length)
-    {
+    for problem in password::validate_new(
+        form.new_password.expose(),
+        form.new_password_confirm.expose(),
+        min_length,
+        &user.email,
+        crate::routes::auth::SITE,
+    ) {
         let field = if problem.is_about_confirmation() { "new_password_confirm" } else { "new_password" };
         errors.entry(field).or_default().push(problem.message());
     }
     let stored = Some(user.password_hash.clone());
     if !hasher.verify(form.current_password, stored).await? {
         errors.entry("current_password").or_default().push("Your current password is not correct.".into());
+        let event = Event::AuthnPasswordChangeFail;
+        throttle::proof_failed(page.request(), user.id, event, "wrong current password").await?;
     }
     if !errors.is_empty() {
         return page.render_with_status(
@@ -246,17 +317,19 @@ async fn change_password(
     let hash = hasher.hash(form.new_password).await?;
     let user_id = user.id;
     let now = chrono::Utc::now().naive_utc();
+    let record = Record::of(page.request(), Event::AuthnPasswordChange).user(user_id);
     // The new hash moves the credential epoch on: every login made with the old password
     // ends, even one whose password check is still running. Their rows go too.
     let (updated, ended) = db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             let updated = User::set_password_hash(conn, user_id, &hash, now)?;
             let ended = Login::delete_others(conn, user_id, "")?;
+            record.detail(format!("{} other login(s) ended", ended.saturating_sub(1))).insert(conn)?;
             Ok((updated, ended))
         })
     })
     .await?;
-    latchkey_auth::log_in(page.request(), &updated, user.login().remember).await?;
+    latchkey_auth::renew_login(page.request(), &updated, user.login().remember).await?;
     log::info!("user {user_id} changed their password; {} other session(s) ended", ended.saturating_sub(1));
     FlashMessage::success("Your password has been changed. Every other session has been logged out.").send();
     Ok(see_other("/account"))
@@ -306,9 +379,15 @@ async fn change_email(
     }
     let (user_id, email) = (user.id, new_email.clone());
     let now = chrono::Utc::now().naive_utc();
-    match db::run(&state.pool, move |conn| User::set_email(conn, user_id, &email, now))
-        .await
-        .map_err(AppError::from)
+    let record = Record::of(page.request(), Event::UserUpdated).user(user_id).detail("email address changed");
+    match db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            User::set_email(conn, user_id, &email, now)?;
+            record.insert(conn)
+        })
+    })
+    .await
+    .map_err(AppError::from)
     {
         Ok(()) => {}
         Err(AppError::UniqueViolation(_)) => return invalid("An account with this email already exists."),
@@ -354,7 +433,14 @@ async fn delete_account(
         );
     }
     let user_id = user.id;
-    db::run(&state.pool, move |conn| User::delete(conn, user_id)).await?;
+    let record = Record::of(page.request(), Event::UserDeleted).user(user_id);
+    db::run(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            User::delete(conn, user_id)?;
+            record.insert(conn)
+        })
+    })
+    .await?;
     latchkey_auth::log_out::<User>(page.request()).await?;
     log::info!("user {user_id} deleted their account");
     FlashMessage::success("Your account has been deleted.").send();

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tera::Context;
 use validator::ValidateEmail;
 
+use latchkey_auth::audit::{self, Event, Record};
 use latchkey_auth::next;
 use latchkey_auth::passkeys::StoredPasskey;
 use latchkey_auth::password::{self, Password};
@@ -43,6 +44,9 @@ struct NextQuery {
     #[serde(default)]
     next: String,
 }
+
+/// The site's name, which passwords should not lean on (see `password::validate_new`).
+pub const SITE: &str = "latchkey";
 
 /// Trims and lower-cases an email, so uniqueness is case-insensitive.
 pub fn normalise_email(raw: &str) -> String {
@@ -90,9 +94,13 @@ impl RegisterForm {
         if let Some(problem) = email_problem(&email) {
             errors.entry("email").or_default().push(problem.into());
         }
-        for problem in
-            password::validate_new(self.password.expose(), self.password_confirm.expose(), min_length)
-        {
+        for problem in password::validate_new(
+            self.password.expose(),
+            self.password_confirm.expose(),
+            min_length,
+            &email,
+            SITE,
+        ) {
             let field = if problem.is_about_confirmation() { "password_confirm" } else { "password" };
             errors.entry(field).or_default().push(problem.message());
         }
@@ -162,6 +170,7 @@ async fn register(
         Err(other) => return Err(other),
     };
 
+    audit::record(page.request(), Record::of(page.request(), Event::UserCreated).user(user.id)).await;
     latchkey_auth::log_in(page.request(), &user, false).await?;
     log::info!("user {} registered", user.id);
     FlashMessage::success("Welcome! Your account has been created and you are logged in.").send();
@@ -216,15 +225,12 @@ async fn log_in(
     let ip = auth.client_ip(page.request());
     let account = user.as_ref().map_or(Account::Email(&email), |u| Account::User(u.id));
     let verdict = auth.throttle().check_login(account, &email, &ip).await?;
-    if verdict != throttle::Verdict::Allowed {
-        log::info!("login throttled ({verdict:?})");
-    }
-    throttle::enforce(verdict)?;
+    throttle::enforce(page.request(), verdict, "login", user.as_ref().map(|u| u.id)).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matched = hasher.verify(form.password.clone(), stored).await?;
     let Some(user) = user.filter(|_| matched) else {
         log::info!("failed login attempt");
-        auth.throttle().login_failed(account, &email, &ip).await?;
+        throttle::password_failed(page.request(), account, &email).await?;
         return page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "login.html",
@@ -392,12 +398,13 @@ async fn reauth(
 ) -> Result<HttpResponse, AppError> {
     let auth = Auth::of(page.request())?;
     limit_request(page.request(), "reauth", |policy| policy.reauth).await?;
-    throttle::enforce(auth.throttle().check_account(user.id).await?)?;
+    throttle::enforce(page.request(), auth.throttle().check_account(user.id).await?, "reauth", Some(user.id))
+        .await?;
     let hasher = auth.hasher();
     let factors = Factors::of(&page, &state, user.id).await?;
-    let refuse = async |message: &str| {
+    let refuse = async |message: &str, detail: &str| {
         log::info!("user {}: failed re-authentication", user.id);
-        auth.throttle().account_failed(user.id).await?;
+        throttle::proof_failed(page.request(), user.id, Event::AuthnReauthFail, detail).await?;
         page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "reauth.html",
@@ -405,14 +412,14 @@ async fn reauth(
         )
     };
     if !hasher.verify(form.password, Some(user.password_hash.clone())).await? {
-        return refuse("That password is not correct.").await;
+        return refuse("That password is not correct.", "wrong password").await;
     }
     if factors.any()
         && latchkey_auth::verify_second_factor(page.request(), user.id, Answer::Code(form.code))
             .await?
             .is_none()
     {
-        return refuse("That code is not right, or was used already.").await;
+        return refuse("That code is not right, or was used already.", "wrong code").await;
     }
     latchkey_auth::reauthenticate(page.request(), &user, factors.any()).await?;
     log::info!("user {} re-authenticated", user.id);

@@ -15,6 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use serde::{Deserialize, Serialize};
 
+use latchkey_auth::audit::{self, Event, Record};
 use latchkey_auth::csrf::CsrfHeader;
 use latchkey_auth::passkeys::{self, PublicKeyCredential, Purpose, Refusal, RegisterPublicKeyCredential};
 use latchkey_auth::second_factor::{self, Answer};
@@ -161,6 +162,8 @@ async fn register(
     match added {
         Ok(new_codes) => {
             log::info!("user {user_id} added a passkey");
+            audit::record(&req, Record::of(&req, Event::AuthnMfaEnabled).user(user_id).detail("passkey"))
+                .await;
             if new_codes {
                 keep_for_display(&req, &codes)?;
                 FlashMessage::success("Your passkey is added. Keep these recovery codes somewhere safe.")
@@ -294,11 +297,11 @@ async fn reauth(
 ) -> Result<HttpResponse, AppError> {
     let auth = Auth::of(&req)?;
     limit_request(&req, "reauth", |policy| policy.reauth).await?;
-    throttle::enforce(auth.throttle().check_account(user.id).await?)?;
+    throttle::enforce(&req, auth.throttle().check_account(user.id).await?, "reauth", Some(user.id)).await?;
     let (answer, next) = answer.into_inner().into_answer();
     if latchkey_auth::verify_second_factor(&req, user.id, answer).await?.is_none() {
         log::info!("user {}: failed re-authentication with a passkey", user.id);
-        auth.throttle().account_failed(user.id).await?;
+        throttle::proof_failed(&req, user.id, Event::AuthnReauthFail, "passkey").await?;
         return Ok(refused(Refusal::Unverified));
     }
     latchkey_auth::reauthenticate(&req, &user, true).await?;

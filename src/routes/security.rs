@@ -10,9 +10,11 @@ use base64::Engine;
 use serde::Deserialize;
 use tera::Context;
 
+use latchkey_auth::audit::{self, Event, Record};
 use latchkey_auth::csrf::{CsrfForm, NoFields};
 use latchkey_auth::passkeys::StoredPasskey;
 use latchkey_auth::second_factor::{self, Answer, TotpFactor};
+use latchkey_auth::throttle;
 use latchkey_auth::{Auth, FormPage};
 use latchkey_sessions::{SessionKey, TypedSession};
 
@@ -172,6 +174,8 @@ async fn confirm_totp(
     match outcome {
         Ok(()) => {
             log::info!("user {user_id} turned on the authenticator app");
+            let record = Record::of(page.request(), Event::AuthnMfaEnabled).user(user_id);
+            audit::record(page.request(), record.detail("authenticator app")).await;
             keep_for_display(page.request(), &codes)?;
             FlashMessage::success("The authenticator app is on. Keep these recovery codes somewhere safe.")
                 .send();
@@ -200,12 +204,15 @@ async fn disable_totp(
 ) -> Result<HttpResponse, AppError> {
     let answer = Answer::Code(form.code);
     if latchkey_auth::verify_second_factor(page.request(), user.id, answer).await?.is_none() {
+        throttle::proof_failed(page.request(), user.id, Event::AuthnMfaFail, "code").await?;
         FlashMessage::error("That code is not right: the authenticator app is still on.").send();
         return Ok(see_other(SECURITY));
     }
     let user_id = user.id;
     db::run(&state.pool, move |conn| TotpFactor::remove(conn, user_id)).await?;
     log::info!("user {user_id} turned off the authenticator app");
+    let record = Record::of(page.request(), Event::AuthnMfaDisabled).user(user_id);
+    audit::record(page.request(), record.detail("authenticator app")).await;
     FlashMessage::success("The authenticator app is off, and the recovery codes with it.").send();
     Ok(see_other(SECURITY))
 }
@@ -233,6 +240,8 @@ async fn regenerate_recovery_codes(
         return Ok(see_other(SECURITY));
     }
     log::info!("user {user_id} made new recovery codes");
+    audit::record(page.request(), Record::of(page.request(), Event::AuthnRecoveryCodesRenewed).user(user_id))
+        .await;
     keep_for_display(page.request(), &codes)?;
     Ok(see_other(RECOVERY_CODES))
 }
@@ -247,6 +256,7 @@ async fn remove_passkey(
     _form: CsrfForm<NoFields>,
     user: FreshLoginRequired,
     path: web::Path<i32>,
+    req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let (user_id, id) = (user.id, path.into_inner());
@@ -254,6 +264,7 @@ async fn remove_passkey(
         return Err(AppError::NotFound);
     }
     log::info!("user {user_id} removed a passkey");
+    audit::record(&req, Record::of(&req, Event::AuthnMfaDisabled).user(user_id).detail("passkey")).await;
     FlashMessage::success("The passkey is removed.").send();
     Ok(see_other(SECURITY))
 }

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod audit;
 mod auth;
 mod browser;
 mod cli;
@@ -23,6 +24,7 @@ mod logins;
 mod migrations;
 mod pages;
 mod passkeys;
+mod password_policy;
 mod preferences;
 mod reauth;
 mod resilience;

@@ -9,8 +9,6 @@
 //! the token, a request whose `Origin` names another site, or whose `Sec-Fetch-Site` is
 //! `cross-site`, is refused.
 
-use std::future::{ready, Ready};
-
 use actix_web::body::MessageBody;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -28,6 +26,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::audit::{self, Event, Record};
 use crate::error::AuthError;
 use crate::state::Auth;
 
@@ -145,11 +144,20 @@ pub struct CsrfHeader;
 
 impl FromRequest for CsrfHeader {
     type Error = AuthError;
-    type Future = Ready<Result<Self, AuthError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, AuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(verify(req, header_token(req)).map(|()| CsrfHeader))
+        let req = req.clone();
+        Box::pin(async move { audited(&req, verify(&req, header_token(&req))).await.map(|()| CsrfHeader) })
     }
+}
+
+/// Records a CSRF refusal in the audit log (`csrf_fail`, with the reason, never the token).
+async fn audited<T>(req: &HttpRequest, result: Result<T, AuthError>) -> Result<T, AuthError> {
+    if let Err(AuthError::CsrfRejected(reason)) = &result {
+        audit::record(req, Record::of(req, Event::CsrfFail).detail(reason)).await;
+    }
+    result
 }
 
 /// The most a form body may weigh.
@@ -180,44 +188,46 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
-        let mut payload = payload.take();
+        let payload = payload.take();
         Box::pin(async move {
-            check_origin(&req)?;
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            if declared.is_some_and(|len| len > FORM_LIMIT) {
-                return Err(AuthError::PayloadTooLarge);
-            }
-            let mut body = Vec::with_capacity(declared.unwrap_or(0).min(FORM_LIMIT));
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| AuthError::BadRequest("The form could not be read."))?;
-                if body.len() + chunk.len() > FORM_LIMIT {
-                    return Err(AuthError::PayloadTooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            // The token is found without parsing the form into `T`: url-decoding pairs never
-            // fails, whatever the body holds.
-            let mut fields =
-                form_urlencoded::parse(&body).filter(|(name, _)| name == "csrf_token").map(|(_, v)| v);
-            let field = fields.next();
-            if fields.next().is_some() {
-                return Err(AuthError::BadRequest("The form is malformed."));
-            }
-            verify(&req, field.as_deref().or_else(|| header_token(&req)))?;
-            let content_type =
-                req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            if !content_type.starts_with("application/x-www-form-urlencoded") {
-                return Err(AuthError::BadRequest("Expected a form submission."));
-            }
-            let value = serde_urlencoded::from_bytes(&body)
-                .map_err(|_| AuthError::BadRequest("The form is malformed."))?;
-            Ok(CsrfForm(value))
+            let form = read_form(&req, payload).await;
+            audited(&req, form).await.map(CsrfForm)
         })
     }
+}
+
+/// The body of [`CsrfForm`]'s extraction.
+async fn read_form<T: DeserializeOwned>(req: &HttpRequest, mut payload: Payload) -> Result<T, AuthError> {
+    check_origin(req)?;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > FORM_LIMIT) {
+        return Err(AuthError::PayloadTooLarge);
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(FORM_LIMIT));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| AuthError::BadRequest("The form could not be read."))?;
+        if body.len() + chunk.len() > FORM_LIMIT {
+            return Err(AuthError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    // The token is found without parsing the form into `T`: url-decoding pairs never
+    // fails, whatever the body holds.
+    let mut fields = form_urlencoded::parse(&body).filter(|(name, _)| name == "csrf_token").map(|(_, v)| v);
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err(AuthError::BadRequest("The form is malformed."));
+    }
+    verify(req, field.as_deref().or_else(|| header_token(req)))?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(AuthError::BadRequest("Expected a form submission."));
+    }
+    serde_urlencoded::from_bytes(&body).map_err(|_| AuthError::BadRequest("The form is malformed."))
 }
 
 /// Middleware (for `actix_web::middleware::from_fn`) that sends the cookie of a CSRF secret

@@ -15,6 +15,7 @@ use futures_util::future::LocalBoxFuture;
 use latchkey_sessions::{keys, ServedInGrace, TypedSession};
 use tokio::sync::OnceCell;
 
+use crate::audit::{self, Event, Record};
 use crate::client::ClientInfo;
 use crate::error::AuthError;
 use crate::registry::{token_id, Login};
@@ -141,18 +142,41 @@ impl<U: AuthUser> CurrentUser<U> {
         })
         .await?;
         match verdict {
-            Verdict::Live { login, user, generation, in_grace } => {
+            Verdict::Live { login, user, generation, in_grace, flagged } => {
                 if let Some(generation) = generation {
                     session.insert(keys::LOGIN_GENERATION, &generation).map_err(AuthError::internal)?;
                 }
                 if in_grace {
                     req.extensions_mut().insert(ServedInGrace);
                 }
+                if flagged {
+                    let detail = "IP address or browser changed: the login needs the password again";
+                    audit::record(
+                        req,
+                        Record::of(req, Event::SessionProtection).user(login.user_id).detail(detail),
+                    )
+                    .await;
+                }
                 Ok(Self::Authenticated(Rc::new(Authenticated { user, login })))
             }
             ended => {
-                if matches!(ended, Verdict::Expired) {
-                    req.extensions_mut().insert(LoginExpired);
+                let record = match ended {
+                    Verdict::Expired { user_id } => {
+                        req.extensions_mut().insert(LoginExpired);
+                        Some(Record::of(req, Event::SessionExpired).user(user_id))
+                    }
+                    Verdict::Ended { user_id, by_protection: true } => Some(
+                        Record::of(req, Event::SessionProtection)
+                            .user(user_id)
+                            .detail("IP address or browser changed: the login was ended"),
+                    ),
+                    Verdict::Superseded { user_id } => {
+                        Some(Record::of(req, Event::AuthnTokenReuse).user(user_id))
+                    }
+                    _ => None,
+                };
+                if let Some(record) = record {
+                    audit::record(req, record).await;
                 }
                 // The login ended on the server (logout, revocation, timeout, a newer
                 // generation): forget it in this session too.

@@ -11,7 +11,8 @@
 //!   redirects and the [`client`]'s address behind trusted proxies.
 //! - Second factors ([`second_factor`]: TOTP, recovery codes, password logins waiting for
 //!   their second step) and [`passkeys`] (WebAuthn: signing in alone, or as the second factor).
-//! - Guesses [`throttle`]d across every instance (Redis or the database).
+//! - Guesses [`throttle`]d across every instance (Redis or the database), and security events
+//!   kept in the [`audit`] log.
 //!
 //! Register [`Auth`] as app data, and wrap the app in [`identity_middleware`], the session
 //! middleware of `latchkey-sessions`, and [`csrf::send_cookie`]:
@@ -41,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod client;
 pub mod csrf;
 mod current;
@@ -66,7 +68,8 @@ pub use current::{
 pub use error::{cause_chain, AuthError};
 pub use login::{
     begin_second_factor, complete_second_factor, end_other_logins, has_second_factor, log_in, log_out,
-    pending_login, reauthenticate, sign_in_with_passkey, verify_second_factor, SecondFactorOutcome,
+    pending_login, reauthenticate, renew_login, sign_in_with_passkey, verify_second_factor,
+    SecondFactorOutcome,
 };
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
 pub use state::{Auth, LoginHook, LoginWork};

@@ -8,6 +8,7 @@ use diesel::Connection;
 use latchkey_sessions::{keys, ServedInGrace, SessionKey, TypedSession};
 use rand::RngCore;
 
+use crate::audit::{self, Event, Record};
 use crate::client::ClientInfo;
 use crate::csrf;
 use crate::current::{forget, CurrentUser, LoginRequired};
@@ -28,17 +29,57 @@ use crate::user::AuthUser;
 /// for the credentials of that moment, so a password change that lands while bcrypt runs
 /// ends it.
 pub async fn log_in<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) -> Result<(), AuthError> {
-    start_login(req, user, remember, false).await
+    start_login(req, user, remember, Proof::Password).await
 }
 
-/// [`log_in`], recording whether the proof included a second factor.
+/// Replaces the logged-in user's login with a new one, as [`log_in`] does, after a change that
+/// ended their logins (a new password): audited as `session_renewed`, not as a sign-in.
+pub async fn renew_login<U: AuthUser>(req: &HttpRequest, user: &U, remember: bool) -> Result<(), AuthError> {
+    start_login(req, user, remember, Proof::Renewal).await
+}
+
+/// How a login was proved, as its audit record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Password,
+    PasswordAndSecondFactor,
+    Passkey,
+    /// The user was logged in and just proved their password again to change it.
+    Renewal,
+}
+
+impl Proof {
+    fn second_factor(self) -> bool {
+        matches!(self, Self::PasswordAndSecondFactor | Self::Passkey)
+    }
+
+    /// The audit records of a login begun with this proof.
+    fn records(self, req: &HttpRequest, user_id: i32, remember: bool) -> Vec<Record> {
+        let how = match self {
+            Self::Password => "password",
+            Self::PasswordAndSecondFactor => "password and second factor",
+            Self::Passkey => "passkey",
+            Self::Renewal => {
+                return vec![Record::of(req, Event::SessionRenewed).user(user_id).detail("new credentials")];
+            }
+        };
+        let lifetime = if remember { "remembered" } else { "until the browser closes" };
+        vec![
+            Record::of(req, Event::AuthnLoginSuccess).user(user_id).detail(how),
+            Record::of(req, Event::SessionCreated).user(user_id).detail(lifetime),
+        ]
+    }
+}
+
+/// [`log_in`], recording how identity was proved.
 async fn start_login<U: AuthUser>(
     req: &HttpRequest,
     user: &U,
     remember: bool,
-    second_factor: bool,
+    proof: Proof,
 ) -> Result<(), AuthError> {
-    end_current(req).await?;
+    end_current(req, false).await?;
+    let second_factor = proof.second_factor();
     let auth = Auth::of(req)?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -48,8 +89,12 @@ async fn start_login<U: AuthUser>(
     let now = chrono::Utc::now().naive_utc();
     let (user_id, credential_epoch) = (user.id(), user.credential_epoch());
     let hook_work = auth.hook.as_ref().map(|hook| hook.prepare(req));
+    let records = proof.records(req, user_id, remember);
     latchkey_db::run(&auth.pool, move |conn| {
         conn.transaction(|conn| {
+            for record in records {
+                record.insert(conn)?;
+            }
             NewLogin {
                 id: &id,
                 user_id,
@@ -106,8 +151,18 @@ pub async fn reauthenticate<U: AuthUser>(
     let id = current.login().id.clone();
     let now = chrono::Utc::now().naive_utc();
     let client = ClientInfo::of(req, &auth.policy.trusted_proxies);
-    latchkey_db::run(&auth.pool, move |conn| Login::record_proof(conn, &id, now, &client, with_factor))
-        .await?;
+    let detail = if with_factor { "password and second factor" } else { "password" };
+    let records = [
+        Record::of(req, Event::AuthnReauthSuccess).user(current.id()).detail(detail),
+        Record::of(req, Event::SessionRenewed).user(current.id()),
+    ];
+    latchkey_db::run(&auth.pool, move |conn| {
+        conn.transaction(|conn| {
+            Login::record_proof(conn, &id, now, &client, with_factor)?;
+            records.into_iter().try_for_each(|record| record.insert(conn))
+        })
+    })
+    .await?;
     auth.throttle.login_succeeded(current.id(), None).await?;
     TypedSession::of(req).renew();
     CurrentUser::<U>::forget_cached(req);
@@ -119,7 +174,7 @@ pub async fn reauthenticate<U: AuthUser>(
 /// Logs this browser out (Flask-Login's `logout_user`): deletes its login row (so a copied
 /// cookie is dead too), purges the session and renews the CSRF secret.
 pub async fn log_out<U: AuthUser>(req: &HttpRequest) -> Result<(), AuthError> {
-    end_current(req).await?;
+    end_current(req, true).await?;
     forget(req);
     TypedSession::of(req).purge();
     CurrentUser::<U>::remember(req, CurrentUser::Anonymous);
@@ -136,11 +191,14 @@ pub async fn end_other_logins<U: AuthUser>(
 ) -> Result<usize, AuthError> {
     let auth = Auth::of(req)?;
     let (user_id, keep) = (current.id(), current.login().id.clone());
+    let record = Record::of(req, Event::SessionRevoked).user(user_id);
     let ended = latchkey_db::run(&auth.pool, move |conn| {
         conn.transaction(|conn| {
             let epoch = U::advance_credential_epoch(conn, user_id)?;
             Login::set_credential_epoch(conn, &keep, epoch)?;
-            Login::delete_others(conn, user_id, &keep)
+            let ended = Login::delete_others(conn, user_id, &keep)?;
+            record.detail(format!("every other login ({ended})")).insert(conn)?;
+            Ok(ended)
         })
     })
     .await?;
@@ -148,14 +206,24 @@ pub async fn end_other_logins<U: AuthUser>(
     Ok(ended)
 }
 
-/// Deletes the login row this browser's session names, if any.
-async fn end_current(req: &HttpRequest) -> Result<(), AuthError> {
+/// Deletes the login row this browser's session names, if any; `logout` records it as a
+/// logout (rather than a login replaced by the next).
+async fn end_current(req: &HttpRequest, logout: bool) -> Result<(), AuthError> {
     let Some(token) = req.get_identity().ok().and_then(|identity| identity.id().ok()) else {
         return Ok(());
     };
     let auth = Auth::of(req)?;
     let id = token_id(&token);
-    latchkey_db::run(&auth.pool, move |conn| Login::delete(conn, &id)).await?;
+    let record = logout.then(|| Record::of(req, Event::SessionLogout));
+    latchkey_db::run(&auth.pool, move |conn| {
+        let ended = Login::find(conn, &id)?;
+        Login::delete(conn, &id)?;
+        match (ended, record) {
+            (Some(login), Some(record)) => record.user(login.user_id).insert(conn),
+            _ => Ok(()),
+        }
+    })
+    .await?;
     Ok(())
 }
 
@@ -249,6 +317,7 @@ pub async fn complete_second_factor<U: AuthUser>(
     let party = auth.passkeys.clone();
     let now = chrono::Utc::now().naive_utc();
     let id = pending.id.clone();
+    let kind = answer.kind();
     let checked = latchkey_db::run(&auth.pool, move |conn| {
         let user =
             U::load(conn, pending.user_id)?.filter(|u| u.credential_epoch() == pending.credential_epoch);
@@ -272,14 +341,14 @@ pub async fn complete_second_factor<U: AuthUser>(
     .await?;
     match checked {
         Ok((user, pending)) => {
-            start_login(req, &user, pending.remember, true).await?;
+            start_login(req, &user, pending.remember, Proof::PasswordAndSecondFactor).await?;
             // Only now is the login complete: the account's failures start again from zero.
             auth.throttle.login_succeeded(user.id(), None).await?;
             Ok(SecondFactorOutcome::LoggedIn { next: pending.next })
         }
         Err(Some(attempts_left)) => {
             log::info!("a wrong second-factor code for pending login {}", id.get(..8).unwrap_or_default());
-            auth.throttle.account_failed(user_id).await?;
+            crate::throttle::proof_failed(req, user_id, Event::AuthnMfaFail, kind).await?;
             if attempts_left == 0 {
                 return start_over(true);
             }
@@ -341,11 +410,15 @@ pub async fn sign_in_with_passkey<U: AuthUser>(
     match found {
         Ok(user) => {
             // This also ends a password login still waiting for its second factor.
-            start_login(req, &user, remember, true).await?;
+            start_login(req, &user, remember, Proof::Passkey).await?;
             // A passkey unlocks an account whose password login failures locked it.
             auth.throttle.login_succeeded(user.id(), None).await?;
             Ok(Ok(user.id()))
         }
-        Err(refusal) => Ok(Err(refusal)),
+        Err(refusal) => {
+            let record = Record::of(req, Event::AuthnLoginFail).detail(format!("passkey refused: {refusal}"));
+            audit::record(req, record).await;
+            Ok(Err(refusal))
+        }
     }
 }

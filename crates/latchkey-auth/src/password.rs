@@ -27,7 +27,18 @@ pub enum NewPasswordError {
     TooLong,
     /// The confirmation differs from the password.
     Mismatch,
+    /// The password contains the local part of the account's email address.
+    ContainsEmail,
+    /// Common or easy to guess; carries what zxcvbn says about it, when it says something.
+    Guessable(Option<String>),
 }
+
+/// The least zxcvbn score accepted: 3 is "safely unguessable", about 10^10 guesses, which
+/// resists online guessing and slows an offline attack on a stolen bcrypt hash.
+pub const MIN_SCORE: zxcvbn::Score = zxcvbn::Score::Three;
+/// zxcvbn's time grows with length; it reads at most this many characters (as its authors
+/// advise), beyond which a password is not the guessable kind anyway.
+const STRENGTH_CHARS: usize = 100;
 
 impl NewPasswordError {
     /// The message to show next to the form field.
@@ -36,6 +47,13 @@ impl NewPasswordError {
             Self::TooShort(min) => format!("Use at least {min} characters."),
             Self::TooLong => format!("Use at most {MAX_BYTES} bytes."),
             Self::Mismatch => "The passwords do not match.".to_owned(),
+            Self::ContainsEmail => "Do not use your email address in your password.".to_owned(),
+            Self::Guessable(None) => {
+                "This password is too easy to guess. Try a few unrelated words.".to_owned()
+            }
+            Self::Guessable(Some(why)) => {
+                format!("This password is too easy to guess: {why} Try a few unrelated words.")
+            }
         }
     }
 
@@ -45,16 +63,29 @@ impl NewPasswordError {
     }
 }
 
-/// The rules for a new password: any Unicode, at least `min_length` characters, at most
-/// `MAX_BYTES` bytes, typed the same twice. Returns every problem found, none if it passes.
+/// The rules for a new password (NIST SP 800-63B): any Unicode, at least `min_length`
+/// characters, at most `MAX_BYTES` bytes, typed the same twice, not containing the local part
+/// of `email` (when it has 4 characters or more, compared case-insensitively), and not common
+/// or guessable: zxcvbn scores it at least [`MIN_SCORE`], knowing the email and `site` (so
+/// `latchkey2025` is guessable here). Returns every problem found, none if it passes.
 ///
 /// ```
 /// use latchkey_auth::password::{validate_new, NewPasswordError};
-/// assert!(validate_new("correct horse", "correct horse", 8).is_empty());
-/// let problems = validate_new("short", "shirt", 8);
-/// assert_eq!(problems, [NewPasswordError::TooShort(8), NewPasswordError::Mismatch]);
+/// assert!(validate_new("correct horse battery", "correct horse battery", 8, "ann@example.com", "latchkey").is_empty());
+/// let problems = validate_new("short", "shirt", 8, "ann@example.com", "latchkey");
+/// assert_eq!(problems[..2], [NewPasswordError::TooShort(8), NewPasswordError::Mismatch]);
+/// let problems = validate_new("password1234", "password1234", 8, "ann@example.com", "latchkey");
+/// assert!(matches!(problems[..], [NewPasswordError::Guessable(_)]));
+/// let problems = validate_new("x-Johanna-4-ever", "x-Johanna-4-ever", 8, "johanna@example.com", "latchkey");
+/// assert!(problems.contains(&NewPasswordError::ContainsEmail));
 /// ```
-pub fn validate_new(password: &str, confirmation: &str, min_length: usize) -> Vec<NewPasswordError> {
+pub fn validate_new(
+    password: &str,
+    confirmation: &str,
+    min_length: usize,
+    email: &str,
+    site: &str,
+) -> Vec<NewPasswordError> {
     let mut problems = Vec::new();
     if password.len() > MAX_BYTES {
         problems.push(NewPasswordError::TooLong);
@@ -63,6 +94,17 @@ pub fn validate_new(password: &str, confirmation: &str, min_length: usize) -> Ve
     }
     if password != confirmation {
         problems.push(NewPasswordError::Mismatch);
+    }
+    let local = email.split('@').next().unwrap_or_default().to_lowercase();
+    if local.chars().count() >= 4 && password.to_lowercase().contains(&local) {
+        problems.push(NewPasswordError::ContainsEmail);
+    } else if problems.is_empty() {
+        let head: String = password.chars().take(STRENGTH_CHARS).collect();
+        let strength = zxcvbn::zxcvbn(&head, &[email, &local, site]);
+        if strength.score() < MIN_SCORE {
+            let why = strength.feedback().and_then(|f| f.warning()).map(|w| format!("{w}."));
+            problems.push(NewPasswordError::Guessable(why));
+        }
     }
     problems
 }
@@ -230,5 +272,35 @@ mod tests {
         let parts = bcrypt::hash_with_salt("x", 4, salt)?;
         assert_eq!(parts.get_salt(), salt_string(&salt));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod strength_tests {
+    use super::*;
+
+    fn problems(password: &str, email: &str) -> Vec<NewPasswordError> {
+        validate_new(password, password, 12, email, "latchkey")
+    }
+
+    #[test]
+    fn common_and_guessable_passwords_are_refused_with_a_reason() {
+        for guessable in ["password1234", "123456789012", "latchkey2025", "qwertyuiop12", "aaaaaaaaaaaa"] {
+            let found = problems(guessable, "someone@example.com");
+            assert!(matches!(found[..], [NewPasswordError::Guessable(_)]), "{guessable}: {found:?}");
+        }
+        let found = problems("Summer-Johanson-Beach", "johanson@example.com");
+        assert_eq!(found, [NewPasswordError::ContainsEmail], "the email's local part, in any case");
+        assert!(
+            problems("bob-and-the-sea-2025", "bob@example.com").is_empty(),
+            "a local part under 4 characters"
+        );
+    }
+
+    #[test]
+    fn strong_passwords_pass() {
+        for strong in ["correct horse battery staple", "tangerine-oxbow-quilt-87", "Zq4!mW9#rT2&"] {
+            assert!(problems(strong, "someone@example.com").is_empty(), "{strong}");
+        }
     }
 }

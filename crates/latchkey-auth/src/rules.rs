@@ -134,14 +134,28 @@ pub enum Verdict<U> {
         /// The session carries the previous generation, within its grace period: served, but
         /// it must not send its (old) cookie back.
         in_grace: bool,
+        /// Session protection (`basic`) saw the client change on this request and marked the
+        /// login not fresh.
+        flagged: bool,
     },
     /// Past its idle or absolute timeout; the row has been deleted.
-    Expired,
+    Expired {
+        /// The login's user.
+        user_id: i32,
+    },
     /// Ended by session protection (`strong`) or by a change of the user's credentials; the
     /// row has been deleted.
-    Ended,
+    Ended {
+        /// The login's user.
+        user_id: i32,
+        /// Whether session protection ended it (rather than a credential change).
+        by_protection: bool,
+    },
     /// This session carries a generation the login has moved past: a copy of an old cookie.
-    Superseded,
+    Superseded {
+        /// The login's user.
+        user_id: i32,
+    },
     /// No such login (logged out, revoked, or never existed).
     Missing,
 }
@@ -183,7 +197,7 @@ pub fn check<U: AuthUser>(
             Some(_) => {
                 Login::delete(conn, id)?;
                 log::info!("a login of user {} ended: its credentials changed", login.user_id);
-                return Ok(Verdict::Ended);
+                return Ok(Verdict::Ended { user_id: login.user_id, by_protection: false });
             }
             None => return Ok(Verdict::Missing),
         }
@@ -191,22 +205,24 @@ pub fn check<U: AuthUser>(
     if !policy.is_live(&login, now) {
         Login::delete(conn, id)?;
         log::info!("a login of user {} expired", login.user_id);
-        return Ok(Verdict::Expired);
+        return Ok(Verdict::Expired { user_id: login.user_id });
     }
     let changed = login.ip != client.ip || login.user_agent != client.user_agent;
+    let mut flagged = false;
     if changed {
         match policy.protection {
             Protection::Off => {}
             Protection::Basic if login.fresh => {
                 Login::mark_not_fresh(conn, id)?;
                 login.fresh = false;
+                flagged = true;
                 log::warn!("a login of user {} changed IP or user agent: marked not fresh", login.user_id);
             }
             Protection::Basic => {}
             Protection::Strong => {
                 Login::delete(conn, id)?;
                 log::warn!("a login of user {} changed IP or user agent: ended", login.user_id);
-                return Ok(Verdict::Ended);
+                return Ok(Verdict::Ended { user_id: login.user_id, by_protection: true });
             }
         }
     }
@@ -230,7 +246,7 @@ pub fn check<U: AuthUser>(
         } else if generation == login.generation - 1 && since_rotation < delta(rotation.grace) {
             in_grace = true;
         } else {
-            return Ok(Verdict::Superseded);
+            return Ok(Verdict::Superseded { user_id: login.user_id });
         }
     }
     let due = match touch {
@@ -242,7 +258,7 @@ pub fn check<U: AuthUser>(
         Login::touch(conn, id, now)?;
         login.last_seen_at = now;
     }
-    Ok(Verdict::Live { login, user, generation: carried, in_grace })
+    Ok(Verdict::Live { login, user, generation: carried, in_grace, flagged })
 }
 
 /// Seconds left before the login ends, as the idle-timeout warning reads them.

@@ -326,6 +326,16 @@ pub enum Answer {
     },
 }
 
+impl Answer {
+    /// What kind of answer it is, for records: `code` or `passkey` (never the code itself).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Code(_) => "code",
+            Self::Passkey { .. } => "passkey",
+        }
+    }
+}
+
 /// Checks `answer` against the user's factors: a TOTP code of an unused step, a recovery code
 /// not used before (which this uses up), or one of the user's passkeys answering a ceremony of
 /// `purpose` begun for this user. `None` when it does not match.

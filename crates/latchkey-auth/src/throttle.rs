@@ -29,6 +29,7 @@ use latchkey_db::{DbConnection, DbError, Pool};
 use latchkey_sessions::redis::RedisStore;
 use sha2::Sha256;
 
+use crate::audit::{self, Event, Record};
 use crate::error::AuthError;
 use crate::state::Auth;
 
@@ -273,28 +274,31 @@ impl Throttle {
         remaining(count.last_ms, delay, now)
     }
 
-    /// Counts a wrong password for `account` (typed as `email`) from `ip`.
+    /// Counts a wrong password for `account` (typed as `email`) from `ip`. True when this
+    /// failure locked the account.
     pub async fn login_failed(
         &self,
         account: Account<'_>,
         email: &str,
         ip: &str,
-    ) -> Result<(), ThrottleError> {
+    ) -> Result<bool, ThrottleError> {
         if !self.is_on() {
-            return Ok(());
+            return Ok(false);
         }
-        self.hit(&self.account_key(account), None).await?;
+        let count = self.hit(&self.account_key(account), None).await?;
         self.hit(&self.email_ip_key(email, ip), Some(self.policy.login_email_ip.window)).await?;
         self.hit(&self.ip_key(ip), Some(self.policy.login_ip.window)).await?;
-        Ok(())
+        Ok(count.count == self.policy.lock_after)
     }
 
-    /// Counts a wrong second factor or re-authentication of an existing account.
-    pub async fn account_failed(&self, user_id: i32) -> Result<(), ThrottleError> {
+    /// Counts a wrong second factor or re-authentication of an existing account. True when
+    /// this failure locked the account.
+    pub async fn account_failed(&self, user_id: i32) -> Result<bool, ThrottleError> {
         if !self.is_on() {
-            return Ok(());
+            return Ok(false);
         }
-        self.hit(&self.account_key(Account::User(user_id)), None).await.map(drop)
+        let count = self.hit(&self.account_key(Account::User(user_id)), None).await?;
+        Ok(count.count == self.policy.lock_after)
     }
 
     /// A completed login (or proof of identity): the account's consecutive failures, and those
@@ -454,23 +458,73 @@ pub async fn limit_request(
 ) -> Result<(), AuthError> {
     let auth = Auth::of(req)?;
     let ip = auth.client_ip(req);
-    match auth.throttle.request(action, limit(&auth.throttle.policy), &ip).await? {
-        Verdict::Allowed => Ok(()),
-        Verdict::Wait(wait) => {
-            log::info!("throttled: {action} from one address, for {}s", wait.as_secs());
-            Err(AuthError::Throttled(wait))
-        }
-        Verdict::Locked => Err(AuthError::Locked),
-    }
+    let verdict = auth.throttle.request(action, limit(&auth.throttle.policy), &ip).await?;
+    enforce(req, verdict, action, None).await
 }
 
-/// A verdict as the request's answer: nothing, or the error that says when to come back.
-pub fn enforce(verdict: Verdict) -> Result<(), AuthError> {
-    match verdict {
-        Verdict::Allowed => Ok(()),
-        Verdict::Wait(wait) => Err(AuthError::Throttled(wait)),
-        Verdict::Locked => Err(AuthError::Locked),
+/// A wrong password at the login form for `account` (typed as `email`): audited
+/// (`authn_login_fail`), counted, and the lock audited (`authn_login_lock`) when this failure
+/// locks the account.
+pub async fn password_failed(req: &HttpRequest, account: Account<'_>, email: &str) -> Result<(), AuthError> {
+    let auth = Auth::of(req)?;
+    let ip = auth.client_ip(req);
+    let user_id = match account {
+        Account::User(id) => Some(id),
+        Account::Email(_) => None,
+    };
+    let detail = if user_id.is_some() { "wrong password" } else { "no account has this email" };
+    audit::record(req, Record::of(req, Event::AuthnLoginFail).maybe_user(user_id).detail(detail)).await;
+    if auth.throttle.login_failed(account, email, &ip).await? {
+        audit_lock(req, user_id).await;
     }
+    Ok(())
+}
+
+/// A wrong proof of identity by `user_id` other than the login form's password (a
+/// re-authentication, a second-factor code): audited as `event`, counted against the account,
+/// and the lock audited when this failure locks it.
+pub async fn proof_failed(
+    req: &HttpRequest,
+    user_id: i32,
+    event: Event,
+    detail: &str,
+) -> Result<(), AuthError> {
+    let auth = Auth::of(req)?;
+    audit::record(req, Record::of(req, event).user(user_id).detail(detail)).await;
+    if auth.throttle.account_failed(user_id).await? {
+        audit_lock(req, Some(user_id)).await;
+    }
+    Ok(())
+}
+
+async fn audit_lock(req: &HttpRequest, user_id: Option<i32>) {
+    log::warn!("password login locked for an account after too many failures");
+    let record =
+        Record::of(req, Event::AuthnLoginLock).maybe_user(user_id).detail("too many consecutive failures");
+    audit::record(req, record).await;
+}
+
+/// A verdict as the request's answer: nothing, or the error that says when to come back. A
+/// refusal is audited (`excess_rate_limit_exceeded`, for `action`, of `user_id` when known).
+pub async fn enforce(
+    req: &HttpRequest,
+    verdict: Verdict,
+    action: &str,
+    user_id: Option<i32>,
+) -> Result<(), AuthError> {
+    let error = match verdict {
+        Verdict::Allowed => return Ok(()),
+        Verdict::Wait(wait) => AuthError::Throttled(wait),
+        Verdict::Locked => AuthError::Locked,
+    };
+    log::info!("throttled: {action} ({verdict:?})");
+    let detail = match verdict {
+        Verdict::Locked => format!("{action}: locked"),
+        _ => format!("{action}: wait {}s", error.retry_after().unwrap_or(0)),
+    };
+    audit::record(req, Record::of(req, Event::ExcessRateLimitExceeded).maybe_user(user_id).detail(detail))
+        .await;
+    Err(error)
 }
 
 /// How long until a window with `count` events is open again, if it is over `limit`.
