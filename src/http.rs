@@ -54,8 +54,13 @@ impl SecurityHeaders {
         next: Next<impl MessageBody>,
     ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
         let mut res = next.call(req).await?;
-        let private = is_private(&res, self.session_cookie);
+        let carries_token = token_path(res.request().path()).is_some();
+        let private = carries_token || is_private(&res, self.session_cookie);
         secure(res.headers_mut(), self.production, private);
+        if carries_token {
+            // The page of a reset link: no link or resource it loads learns the token.
+            res.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        }
         Ok(res)
     }
 }
@@ -98,5 +103,21 @@ pub fn secure(headers: &mut HeaderMap, production: bool, private: bool) {
     }
     if private {
         set(headers, "cache-control", "no-store");
+    }
+}
+
+/// Paths whose last segment is a secret token (a password-reset link).
+const TOKEN_PATHS: &[&str] = &["/password/reset/"];
+
+/// The prefix of `path` if it carries a token after it.
+fn token_path(path: &str) -> Option<&'static str> {
+    TOKEN_PATHS.iter().copied().find(|prefix| path.starts_with(prefix) && path.len() > prefix.len())
+}
+
+/// `path` with the token of a token-carrying path replaced by `[redacted]`, for logs.
+pub fn redact_token_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match token_path(path) {
+        Some(prefix) => format!("{prefix}[redacted]").into(),
+        None => path.into(),
     }
 }

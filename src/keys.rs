@@ -28,6 +28,8 @@ pub struct Keys {
     pub recovery_codes: [u8; 32],
     /// Keys the hashes in throttling counters' keys, and names the deployment's counters.
     pub throttle: [u8; 32],
+    /// Seals message bodies in the outbox (they may hold a link with a token).
+    pub outbox_seal: [u8; 32],
 }
 
 impl Keys {
@@ -40,6 +42,7 @@ impl Keys {
             totp_seal: half(derive(master, "latchkey/totp-seal/v1")),
             recovery_codes: half(derive(master, "latchkey/recovery-codes/v1")),
             throttle: half(derive(master, "latchkey/throttle/v1")),
+            outbox_seal: half(derive(master, "latchkey/outbox-seal/v1")),
         }
     }
 
@@ -58,6 +61,12 @@ impl Keys {
             self.recovery_codes,
             previous.map(|p| p.recovery_codes),
         )
+    }
+
+    /// The sealer of outbox bodies; one sealed under `previous` still opens (mail posted just
+    /// before a key rotation is still sent).
+    pub fn outbox(&self, previous: Option<&Keys>) -> Sealer {
+        Sealer::new(&self.outbox_seal, previous.map(|p| &p.outbox_seal))
     }
 
     /// The middleware that accepts this site's cookies sealed under `previous` keys (from

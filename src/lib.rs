@@ -15,6 +15,8 @@ pub mod http;
 pub mod keys;
 /// The logger: text or JSON lines.
 pub mod logging;
+/// Email: letters from templates, the outbox, and the task that sends it.
+pub mod mail;
 /// One module per table of the site: rows, inserts and queries.
 pub mod models;
 /// Pages: rendering, error pages, flash messages, display preferences, templates and assets.

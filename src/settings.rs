@@ -216,6 +216,8 @@ pub struct Settings {
     pub throttle: Option<ThrottlePolicy>,
     /// How long audit events are kept.
     pub audit_retention: Duration,
+    /// How mail leaves: SMTP, files, or not at all.
+    pub mail: MailSettings,
     /// How log lines are written.
     pub log_format: LogFormat,
     /// Where to read templates from instead of the copies built into the binary (for editing
@@ -394,6 +396,7 @@ impl Settings {
         let audit_retention =
             parse_duration_var(get("AUDIT_RETENTION"), "AUDIT_RETENTION", Duration::from_secs(90 * 86_400))?;
         let log_format = LogFormat::parse(get("LOG_FORMAT"))?;
+        let mail = MailSettings::from_vars(&get)?;
 
         Ok(Self {
             app_env,
@@ -413,6 +416,7 @@ impl Settings {
             password_min_length,
             throttle,
             audit_retention,
+            mail,
             log_format,
             templates_dir: get("TEMPLATES_DIR").map(PathBuf::from),
             static_dir: get("STATIC_DIR").map(PathBuf::from),
@@ -427,6 +431,60 @@ impl Settings {
     /// where session ids cannot (the cookie store).
     pub fn login_policy(&self) -> LoginPolicy {
         self.sessions.login_policy(self.session_store != SessionStoreKind::Cookie)
+    }
+}
+
+/// How the site sends mail.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://` or `smtps://`, with credentials; `None`: files in development, held in the
+    /// outbox in production.
+    pub smtp_url: Option<Secret>,
+    /// The `From` of every message.
+    pub from: String,
+    /// Where messages are written as `.eml` files in development without `SMTP_URL`.
+    pub outbox_dir: PathBuf,
+    /// Longest an SMTP exchange may take before the attempt counts as failed.
+    pub smtp_timeout: Duration,
+    /// The wait after a failed attempt, doubling after each.
+    pub retry: Duration,
+    /// Attempts at a message before it is given up.
+    pub max_attempts: u32,
+    /// How long a password-reset link works.
+    pub reset_ttl: Duration,
+}
+
+impl MailSettings {
+    fn from_vars<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Self, SettingsError> {
+        let smtp_url = match get("SMTP_URL") {
+            None => None,
+            Some(url) if url.starts_with("smtp://") || url.starts_with("smtps://") => Some(Secret::new(url)),
+            Some(_) => return Err(SettingsError::new("SMTP_URL", "expected smtp://… or smtps://…")),
+        };
+        let from = get("MAIL_FROM").unwrap_or("latchkey <no-reply@localhost>").to_owned();
+        if from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(SettingsError::new(
+                "MAIL_FROM",
+                "expected an address, e.g. Site <no-reply@example.com>",
+            ));
+        }
+        let max_attempts = parse_number(get("MAIL_MAX_ATTEMPTS"), "MAIL_MAX_ATTEMPTS", 8)?;
+        if max_attempts == 0 {
+            return Err(SettingsError::new("MAIL_MAX_ATTEMPTS", "must be at least 1"));
+        }
+        Ok(Self {
+            smtp_url,
+            from,
+            outbox_dir: PathBuf::from(get("OUTBOX_DIR").unwrap_or("data/outbox")),
+            smtp_timeout: parse_duration_var(get("SMTP_TIMEOUT"), "SMTP_TIMEOUT", Duration::from_secs(10))?,
+            retry: parse_duration_var(get("MAIL_RETRY"), "MAIL_RETRY", Duration::from_secs(5))?,
+            max_attempts,
+            reset_ttl: parse_duration_var(
+                get("PASSWORD_RESET_TTL"),
+                "PASSWORD_RESET_TTL",
+                Duration::from_secs(30 * 60),
+            )?,
+        })
     }
 }
 
@@ -447,6 +505,8 @@ fn throttle_policy<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Throttl
         reauth: limit("THROTTLE_REAUTH", defaults.reauth)?,
         second_factor: limit("THROTTLE_SECOND_FACTOR", defaults.second_factor)?,
         guest_session: limit("THROTTLE_GUEST_SESSION", defaults.guest_session)?,
+        email: limit("THROTTLE_EMAIL", defaults.email)?,
+        email_ip: limit("THROTTLE_EMAIL_IP", defaults.email_ip)?,
     };
     if policy.lock_after <= policy.delay_after {
         return Err(SettingsError::new("THROTTLE_LOCK_AFTER", "must be more than THROTTLE_DELAY_AFTER"));

@@ -21,7 +21,8 @@ use crate::db::{self, DbError, Pool};
 use crate::error::AppError;
 use crate::http::{self, SecurityHeaders};
 use crate::keys::Keys;
-use crate::models::User;
+use crate::mail::{self, sender::Started, Mailer};
+use crate::models::{PasswordReset, User};
 use crate::pages::flash::{self, FlashCookieStore};
 use crate::pages::{assets, ErrorPages};
 use crate::routes;
@@ -112,6 +113,16 @@ impl Application {
             }
         };
         spawn_purger(pool.clone(), settings.clone());
+        let mailer = Mailer::new(keys.outbox(previous_keys.as_ref()), &settings.public_url);
+        match mail::sender::spawn(pool.clone(), mailer.clone(), &settings.mail, production)? {
+            Started::Smtp => log::info!("mail is sent through SMTP_URL"),
+            Started::Files(dir) => {
+                log::info!("SMTP_URL is not set: mail is written to {} as .eml files", dir.display())
+            }
+            Started::Held => {
+                log::warn!("SMTP_URL is not set: mail waits in the outbox table until an instance with SMTP_URL sends it")
+            }
+        }
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
                 .with_previous_csrf_key(previous_keys.as_ref().map(|previous| previous.csrf.clone()))
@@ -123,7 +134,7 @@ impl Application {
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
         let remember = SessionCookie::new(&lifetimes, production);
         let headers = SecurityHeaders { production, session_cookie: cookie_name(production) };
-        let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), redis });
+        let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), redis, mailer });
 
         let server = HttpServer::new(move || {
             let flashes = FlashCookieStore::new(keys.flash.clone(), production);
@@ -211,17 +222,32 @@ fn spawn_purger(pool: Pool, settings: Settings) {
 }
 
 /// The access log: one line a request, with the request id its audit events carry (set by
-/// `audit::request_id`, which runs outside it).
+/// `audit::request_id`, which runs outside it). Paths that carry a token (a password-reset
+/// link) are logged without it.
 fn access_log() -> Logger {
-    Logger::new(r#"%a "%r" %s %b %Dms %{request_id}xi"#).custom_request_replace("request_id", |req| {
-        req.extensions().get::<latchkey_auth::audit::RequestId>().map(|id| id.0.clone()).unwrap_or_default()
-    })
+    Logger::new(r#"%a "%{request_line}xi" %s %b %Dms %{request_id}xi"#)
+        .custom_request_replace("request_line", |req| {
+            let path = http::redact_token_path(req.path());
+            let query = if req.query_string().is_empty() {
+                String::new()
+            } else {
+                format!("?{}", req.query_string())
+            };
+            format!("{} {path}{query} {:?}", req.method(), req.version())
+        })
+        .custom_request_replace("request_id", |req| {
+            req.extensions()
+                .get::<latchkey_auth::audit::RequestId>()
+                .map(|id| id.0.clone())
+                .unwrap_or_default()
+        })
 }
 
 /// What a purge deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
-    /// Ended logins, stale pending logins, expired ceremonies and throttle counters.
+    /// Ended logins, stale pending logins, expired ceremonies, throttle counters and
+    /// password-reset links.
     pub logins: usize,
     /// Expired session state (the database store only).
     pub sessions: usize,
@@ -252,7 +278,8 @@ pub async fn purge(pool: &Pool, settings: &Settings) -> Result<Purged, DbError> 
             + User::purge_stale_logins(conn)?
             + latchkey_auth::second_factor::PendingLogin::purge_expired(conn, now)?
             + latchkey_auth::passkeys::purge_expired(conn, now)?
-            + latchkey_auth::throttle::purge_expired(conn, now)?;
+            + latchkey_auth::throttle::purge_expired(conn, now)?
+            + PasswordReset::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
         let audit_events = latchkey_auth::audit::purge_older_than(conn, audit_cutoff)?;

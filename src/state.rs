@@ -7,6 +7,7 @@ use latchkey_sessions::redis::RedisStore;
 use crate::db::Pool;
 use crate::error::AppError;
 use crate::keys::Keys;
+use crate::mail::Mailer;
 use crate::settings::Settings;
 
 pub struct AppState {
@@ -16,6 +17,8 @@ pub struct AppState {
     pub keys: Keys,
     /// The Redis store, when sessions live in Redis (for readiness checks).
     pub redis: Option<RedisStore>,
+    /// Writes letters into the outbox.
+    pub mailer: Mailer,
 }
 
 impl AppState {

@@ -41,6 +41,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        created_at -> Timestamp,
+        recipient -> Text,
+        subject -> Text,
+        body -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamp,
+        claimed_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     passkey_ceremonies (id) {
         id -> Text,
         purpose -> Text,
@@ -60,6 +73,16 @@ diesel::table! {
         passkey -> Text,
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    password_resets (token_hash) {
+        token_hash -> Text,
+        user_id -> Int4,
+        credential_epoch -> Int8,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 
@@ -138,6 +161,7 @@ diesel::joinable!(cart_items -> users (user_id));
 diesel::joinable!(logins -> users (user_id));
 diesel::joinable!(passkey_ceremonies -> users (user_id));
 diesel::joinable!(passkeys -> users (user_id));
+diesel::joinable!(password_resets -> users (user_id));
 diesel::joinable!(pending_logins -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
@@ -146,8 +170,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     cart_items,
     logins,
+    outbox,
     passkey_ceremonies,
     passkeys,
+    password_resets,
     pending_logins,
     products,
     recovery_codes,

@@ -3,9 +3,11 @@
 //! crates' tables: `latchkey_auth::registry` and `latchkey_sessions::database`.)
 
 pub mod cart_item;
+pub mod password_reset;
 pub mod product;
 pub mod user;
 
 pub use cart_item::{CartItem, LineChange, NewCartItem};
+pub use password_reset::PasswordReset;
 pub use product::{NewProduct, Product};
 pub use user::{NewUser, User};

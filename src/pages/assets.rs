@@ -41,6 +41,12 @@ pub const TEMPLATES: &[(&str, &str)] = embedded![
     "reauth.html",
     "register.html",
     "shop.html",
+    "password_forgot.html",
+    "password_forgot_sent.html",
+    "password_reset.html",
+    "password_reset_gone.html",
+    "email/notice.txt",
+    "email/password_reset.txt",
 ];
 
 /// The templates: from `dir` when given, else the built-in copies.
@@ -50,7 +56,8 @@ pub fn templates(dir: Option<&Path>) -> Result<tera::Tera, anyhow::Error> {
         tera.add_raw_templates(TEMPLATES.iter().copied()).context("the built-in templates do not parse")?;
         return Ok(tera);
     };
-    let pattern = dir.join("**").join("*.html");
+    // Pages are .html (autoescaped); emails are .txt under email/ (plain text, not escaped).
+    let pattern = dir.join("**").join("*.{html,txt}");
     let tera = tera::Tera::new(&pattern.to_string_lossy())
         .with_context(|| format!("cannot load templates from {} (TEMPLATES_DIR)", dir.display()))?;
     if tera.get_template_names().all(|name| name != "base.html") {
@@ -90,14 +97,18 @@ mod tests {
 
     #[test]
     fn every_template_file_is_built_in() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".html"))
-            .collect();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        let files = |dir: &str, extension: &str| -> Vec<String> {
+            std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| format!("{dir}{}", entry.file_name().to_string_lossy()))
+                .filter(|name| name.ends_with(extension))
+                .collect()
+        };
+        let mut on_disk = files("", ".html");
+        on_disk.extend(files("email/", ".txt"));
         let mut built_in: Vec<String> = TEMPLATES.iter().map(|(name, _)| (*name).to_owned()).collect();
         on_disk.sort();
         built_in.sort();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tera::Context;
 
 use latchkey_auth::audit::{self, Event, Record};
-use latchkey_auth::password::{self, Password};
+use latchkey_auth::password::Password;
 use latchkey_auth::registry::Login;
 use latchkey_auth::throttle;
 use latchkey_auth::{Auth, FormPage, LoginPolicy};
@@ -20,8 +20,8 @@ use crate::db;
 use crate::error::AppError;
 use crate::http;
 use crate::models::User;
-use crate::pages::{see_other, Page};
-use crate::routes::auth::{email_problem, normalise_email, FieldErrors};
+use crate::pages::{describe_user_agent, see_other, Page};
+use crate::routes::auth::{check_new_password, email_problem, normalise_email, FieldErrors};
 use crate::state::AppState;
 use latchkey_auth::csrf::{CsrfForm, NoFields};
 
@@ -159,23 +159,6 @@ impl Device {
     }
 }
 
-/// Browser and operating system names from a user agent, for people to recognise devices.
-fn describe_user_agent(user_agent: Option<&str>) -> (String, String) {
-    let parsed = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua));
-    match parsed {
-        Some(result) if result.name != "UNKNOWN" => {
-            let browser = if result.version.is_empty() || result.version == "UNKNOWN" {
-                result.name.to_owned()
-            } else {
-                format!("{} {}", result.name, result.version)
-            };
-            let os = if result.os == "UNKNOWN" { "Unknown system".to_owned() } else { result.os.to_owned() };
-            (browser, os)
-        }
-        _ => ("Unknown browser".to_owned(), "Unknown system".to_owned()),
-    }
-}
-
 async fn devices(
     user: LoginRequired,
     page: Page,
@@ -290,16 +273,13 @@ async fn change_password(
     let hasher = Auth::of(page.request())?.hasher();
     let min_length = state.settings.password_min_length;
     let mut errors = FieldErrors::new();
-    for problem in password::validate_new(
-        form.new_password.expose(),
-        form.new_password_confirm.expose(),
+    check_new_password(
+        &mut errors,
+        (&form.new_password, &form.new_password_confirm),
+        ("new_password", "new_password_confirm"),
         min_length,
         &user.email,
-        crate::routes::auth::SITE,
-    ) {
-        let field = if problem.is_about_confirmation() { "new_password_confirm" } else { "new_password" };
-        errors.entry(field).or_default().push(problem.message());
-    }
+    );
     let stored = Some(user.password_hash.clone());
     if !hasher.verify(form.current_password, stored).await? {
         errors.entry("current_password").or_default().push("Your current password is not correct.".into());
@@ -318,6 +298,9 @@ async fn change_password(
     let user_id = user.id;
     let now = chrono::Utc::now().naive_utc();
     let record = Record::of(page.request(), Event::AuthnPasswordChange).user(user_id);
+    let notice =
+        state.mailer.notice(&state.tera, page.request(), &user.email, "Your password was changed", None)?;
+    let mailer = state.mailer.clone();
     // The new hash moves the credential epoch on: every login made with the old password
     // ends, even one whose password check is still running. Their rows go too.
     let (updated, ended) = db::run(&state.pool, move |conn| {
@@ -325,10 +308,12 @@ async fn change_password(
             let updated = User::set_password_hash(conn, user_id, &hash, now)?;
             let ended = Login::delete_others(conn, user_id, "")?;
             record.detail(format!("{} other login(s) ended", ended.saturating_sub(1))).insert(conn)?;
+            mailer.post(conn, &notice, now)?;
             Ok((updated, ended))
         })
     })
     .await?;
+    state.mailer.wake();
     latchkey_auth::renew_login(page.request(), &updated, user.login().remember).await?;
     log::info!("user {user_id} changed their password; {} other session(s) ended", ended.saturating_sub(1));
     FlashMessage::success("Your password has been changed. Every other session has been logged out.").send();
@@ -380,9 +365,14 @@ async fn change_email(
     let (user_id, email) = (user.id, new_email.clone());
     let now = chrono::Utc::now().naive_utc();
     let record = Record::of(page.request(), Event::UserUpdated).user(user_id).detail("email address changed");
+    // The old address is told, so a hijacker who changes it cannot do so unseen.
+    let what = "Your email address was changed";
+    let notice = state.mailer.notice(&state.tera, page.request(), &user.email, what, Some(&new_email))?;
+    let mailer = state.mailer.clone();
     match db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
             User::set_email(conn, user_id, &email, now)?;
+            mailer.post(conn, &notice, now)?;
             record.insert(conn)
         })
     })
@@ -393,6 +383,7 @@ async fn change_email(
         Err(AppError::UniqueViolation(_)) => return invalid("An account with this email already exists."),
         Err(other) => return Err(other),
     }
+    state.mailer.wake();
     log::info!("user {user_id} changed their email address");
     FlashMessage::success(format!("Your email address is now {new_email}.")).send();
     Ok(see_other("/account"))

@@ -81,6 +81,21 @@ struct RegisterForm {
 /// Messages per form field, as the templates show them under each input.
 pub type FieldErrors = BTreeMap<&'static str, Vec<String>>;
 
+/// Adds to `errors` what is wrong with a new password and its confirmation, under the two
+/// `fields`: the same rules at registration, password change and reset.
+pub fn check_new_password(
+    errors: &mut FieldErrors,
+    (new, confirm): (&Password, &Password),
+    fields: (&'static str, &'static str),
+    min_length: usize,
+    email: &str,
+) {
+    for problem in password::validate_new(new.expose(), confirm.expose(), min_length, email, SITE) {
+        let field = if problem.is_about_confirmation() { fields.1 } else { fields.0 };
+        errors.entry(field).or_default().push(problem.message());
+    }
+}
+
 /// A registration that passed validation.
 struct Registration {
     email: String,
@@ -94,16 +109,13 @@ impl RegisterForm {
         if let Some(problem) = email_problem(&email) {
             errors.entry("email").or_default().push(problem.into());
         }
-        for problem in password::validate_new(
-            self.password.expose(),
-            self.password_confirm.expose(),
+        check_new_password(
+            &mut errors,
+            (&self.password, &self.password_confirm),
+            ("password", "password_confirm"),
             min_length,
             &email,
-            SITE,
-        ) {
-            let field = if problem.is_about_confirmation() { "password_confirm" } else { "password" };
-            errors.entry(field).or_default().push(problem.message());
-        }
+        );
         if errors.is_empty() {
             Ok(Registration { email, password: self.password })
         } else {

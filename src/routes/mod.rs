@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod pages;
 pub mod passkeys;
+pub mod password_reset;
 pub mod preferences;
 pub mod security;
 pub mod session;
@@ -18,6 +19,7 @@ pub fn config(cfg: &mut ServiceConfig) {
     cfg.configure(pages::config)
         .configure(auth::config)
         .configure(account::config)
+        .configure(password_reset::config)
         .configure(security::config)
         .configure(passkeys::config)
         .configure(session::config)

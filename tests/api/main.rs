@@ -16,6 +16,7 @@ mod browser;
 mod cli;
 mod csrf;
 mod devices;
+mod email;
 mod example;
 mod http;
 mod key_rotation;

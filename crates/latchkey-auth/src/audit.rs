@@ -113,6 +113,7 @@ events! {
     AuthnReauthFail => "authn_reauth_fail", true, Some("Failed to confirm it was you");
     AuthnPasswordChange => "authn_password_change", false, Some("Password changed");
     AuthnPasswordChangeFail => "authn_password_change_fail", true, Some("Wrong current password at a password change");
+    AuthnPasswordResetRequest => "authn_password_reset_request", false, Some("Password reset link sent by email");
     AuthnMfaEnabled => "authn_mfa_enabled", false, Some("Second factor added");
     AuthnMfaDisabled => "authn_mfa_disabled", false, Some("Second factor removed");
     AuthnRecoveryCodesRenewed => "authn_recovery_codes_renewed", false, Some("New recovery codes made");

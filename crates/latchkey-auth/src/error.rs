@@ -63,7 +63,7 @@ impl AuthError {
             Self::BadRequest(message) => Some(message),
             Self::Throttled(_) => Some("Too many attempts. Please wait before trying again."),
             Self::Locked => Some(
-                "Password login is locked for this account after too many failed attempts. Sign in with a passkey to unlock it.",
+                "Password login is locked for this account after too many failed attempts. Reset your password by email, or sign in with a passkey, to unlock it.",
             ),
             _ => None,
         }

@@ -95,6 +95,10 @@ pub struct ThrottlePolicy {
     pub second_factor: Limit,
     /// New guest sessions (a first item in a cart) per client IP.
     pub guest_session: Limit,
+    /// Emails with a link (password reset, verification) per address they go to.
+    pub email: Limit,
+    /// Emails with a link asked for per client IP.
+    pub email_ip: Limit,
 }
 
 impl Default for ThrottlePolicy {
@@ -111,6 +115,8 @@ impl Default for ThrottlePolicy {
             reauth: Limit::new(20, MINUTE),
             second_factor: Limit::new(30, MINUTE),
             guest_session: Limit::new(100, HOUR),
+            email: Limit::new(3, HOUR),
+            email_ip: Limit::new(20, HOUR),
         }
     }
 }

@@ -10,7 +10,7 @@ use latchkey::startup::Application;
 use reqwest::StatusCode;
 use tokio::task::JoinHandle;
 
-use super::{redis_url, secret_key, Browser, Db, Proxy, Store, TestDatabase, PASSWORD};
+use super::{redis_url, secret_key, Browser, Db, Proxy, SmtpSink, Store, TestDatabase, PASSWORD};
 
 /// Options beyond the database and store.
 #[derive(Default)]
@@ -39,6 +39,8 @@ pub struct TestApp {
     pub store: Store,
     pub database_proxy: Option<Proxy>,
     pub redis_proxy: Option<Proxy>,
+    /// The SMTP server its mail goes to (`SMTP_URL`), unless the test set `SMTP_URL` itself.
+    pub mail: SmtpSink,
     /// Removed when the app is dropped.
     database: TestDatabase,
     /// The settings it was started with, for instances beside it.
@@ -88,6 +90,7 @@ impl TestApp {
         };
         let redis_proxy = if options.redis_proxy { Some(Proxy::to_redis().await) } else { None };
 
+        let mail = SmtpSink::start().await;
         let session_store = match store {
             Store::Cookie => "cookie",
             Store::Redis => "redis",
@@ -101,6 +104,8 @@ impl TestApp {
             ("SECRET_KEY".into(), secret_key()),
             ("BCRYPT_COST".into(), "4".into()),
             ("SESSION_STORE".into(), session_store.into()),
+            ("SMTP_URL".into(), mail.url()),
+            ("MAIL_RETRY".into(), "1s".into()),
         ]);
         if store == Store::Redis {
             let redis = match &redis_proxy {
@@ -114,7 +119,7 @@ impl TestApp {
         }
         let (address, server) = start(&mut vars).await;
         let browser = Browser::new(&address, None);
-        TestApp { browser, store, database_proxy, redis_proxy, database, vars, server }
+        TestApp { browser, store, database_proxy, redis_proxy, mail, database, vars, server }
     }
 
     /// Another instance of this site, as behind a load balancer: the same database, Redis and

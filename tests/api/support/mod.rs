@@ -1,6 +1,7 @@
 //! What every test needs, by job: a running server on its own database (`app`), the
 //! throwaway database itself (`database`), an HTTP browser (`browser`), reading pages
-//! (`html`), a connection the test can cut (`proxy`), and the `matrix!` of databases and
+//! (`html`), a connection the test can cut (`proxy`), an SMTP server that keeps
+//! what it receives (`smtp`), and the `matrix!` of databases and
 //! session stores (`matrix`).
 
 pub mod app;
@@ -10,6 +11,7 @@ pub mod html;
 mod matrix;
 pub mod process;
 pub mod proxy;
+pub mod smtp;
 
 pub use app::{Options, TestApp};
 pub use browser::{forged_forms, with_token, Browser};
@@ -17,6 +19,7 @@ pub use database::TestDatabase;
 pub use html::{attribute_in, cart_lines_in, csrf_token_in, location, set_cookie, set_cookie_names, text_in};
 pub use process::{run_latchkey, ServerProcess};
 pub use proxy::Proxy;
+pub use smtp::{Mail, SmtpSink};
 
 /// Which database backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
