@@ -24,6 +24,9 @@ pub enum AppError {
     /// The request's headers are larger than the site accepts.
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// Not allowed here (403); the message is shown to the client.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// A unique constraint refused an insert (handlers turn it into a form error).
     #[error("unique constraint violated")]
     UniqueViolation(#[source] diesel::result::Error),
@@ -66,7 +69,7 @@ impl AppError {
 
     fn client_message(&self) -> Option<&'static str> {
         match self {
-            Self::BadRequest(message) => Some(message),
+            Self::BadRequest(message) | Self::Forbidden(message) => Some(message),
             Self::Auth(error) => error.client_message(),
             _ => None,
         }
@@ -170,6 +173,7 @@ impl ResponseError for AppError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UniqueViolation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -182,8 +186,11 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse<BoxBody> {
         let status = self.status_code();
         match self {
-            // The auth layer logs its own and answers login-required with its redirect.
-            Self::Auth(error) if matches!(error, AuthError::LoginRequired { .. }) => {
+            // The auth layer logs its own and answers login- and re-authentication-required
+            // with its redirect.
+            Self::Auth(error)
+                if matches!(error, AuthError::LoginRequired { .. } | AuthError::ReauthRequired { .. }) =>
+            {
                 return error.error_response()
             }
             Self::Auth(AuthError::CsrfRejected(reason)) => log::warn!("CSRF check failed: {reason}"),

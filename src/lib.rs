@@ -1,6 +1,8 @@
 //! latchkey: web sessions and authentication done right, on actix-web. The site; its core is
 //! the `latchkey-sessions` and `latchkey-auth` crates under `crates/`.
 
+/// Alert rules over the audit events: log, admin page, webhook.
+pub mod alerts;
 /// `CurrentUser` and `LoginRequired` for the site's `User`.
 pub mod auth;
 /// The command line of the `latchkey` binary.
@@ -17,6 +19,8 @@ pub mod keys;
 pub mod logging;
 /// Email: letters from templates, the outbox, and the task that sends it.
 pub mod mail;
+/// Prometheus metrics at `/metrics`.
+pub mod metrics;
 /// One module per table of the site: rows, inserts and queries.
 pub mod models;
 /// Pages: rendering, error pages, flash messages, display preferences, templates and assets.

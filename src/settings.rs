@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -218,6 +219,12 @@ pub struct Settings {
     pub audit_retention: Duration,
     /// How mail leaves: SMTP, files, or not at all.
     pub mail: MailSettings,
+    /// The alert rules' thresholds, and where alerts are posted.
+    pub alerts: AlertSettings,
+    /// Client addresses that may read `/metrics`.
+    pub metrics_allow: Vec<IpAddr>,
+    /// A bearer token that may read `/metrics` from anywhere.
+    pub metrics_token: Option<Secret>,
     /// How log lines are written.
     pub log_format: LogFormat,
     /// Where to read templates from instead of the copies built into the binary (for editing
@@ -312,19 +319,7 @@ impl Settings {
                     ))
                 }
             },
-            trusted_proxies: match get("TRUSTED_PROXIES") {
-                None => Vec::new(),
-                Some(list) => list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|ip| {
-                        ip.parse().map_err(|_| {
-                            SettingsError::new("TRUSTED_PROXIES", format!("{ip:?} is not an IP address"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            },
+            trusted_proxies: parse_ips(get("TRUSTED_PROXIES"), "TRUSTED_PROXIES", &[])?,
         };
         if sessions.absolute_timeout < sessions.idle_timeout {
             return Err(SettingsError::new("ABSOLUTE_TIMEOUT", "must not be shorter than IDLE_TIMEOUT"));
@@ -397,6 +392,13 @@ impl Settings {
             parse_duration_var(get("AUDIT_RETENTION"), "AUDIT_RETENTION", Duration::from_secs(90 * 86_400))?;
         let log_format = LogFormat::parse(get("LOG_FORMAT"))?;
         let mail = MailSettings::from_vars(&get)?;
+        let alerts = AlertSettings::from_vars(&get)?;
+        let loopback = [IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
+        let metrics_allow = parse_ips(get("METRICS_ALLOW"), "METRICS_ALLOW", &loopback)?;
+        let metrics_token = get("METRICS_TOKEN").map(Secret::new);
+        if metrics_token.as_ref().is_some_and(|token| token.expose().len() < 32) {
+            return Err(SettingsError::new("METRICS_TOKEN", "must be at least 32 characters"));
+        }
 
         Ok(Self {
             app_env,
@@ -417,6 +419,9 @@ impl Settings {
             throttle,
             audit_retention,
             mail,
+            alerts,
+            metrics_allow,
+            metrics_token,
             log_format,
             templates_dir: get("TEMPLATES_DIR").map(PathBuf::from),
             static_dir: get("STATIC_DIR").map(PathBuf::from),
@@ -431,6 +436,50 @@ impl Settings {
     /// where session ids cannot (the cookie store).
     pub fn login_policy(&self) -> LoginPolicy {
         self.sessions.login_policy(self.session_store != SessionStoreKind::Cookie)
+    }
+}
+
+/// A comma-separated list of IP addresses, or `default` when unset.
+fn parse_ips(raw: Option<&str>, var: &'static str, default: &[IpAddr]) -> Result<Vec<IpAddr>, SettingsError> {
+    let Some(list) = raw else { return Ok(default.to_vec()) };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|ip| ip.parse().map_err(|_| SettingsError::new(var, format!("{ip:?} is not an IP address"))))
+        .collect()
+}
+
+/// The alert rules (`src/alerts.rs`): how many events in how long raise an alert.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Where each alert is POSTed as JSON, if anywhere.
+    pub webhook: Option<Secret>,
+    /// Failed sign-ins, codes and re-authentications of one account.
+    pub account_failures: Limit,
+    /// Failed sign-ins, codes and re-authentications from one client address.
+    pub ip_failures: Limit,
+    /// Refused forms (CSRF) across the site.
+    pub csrf_failures: Limit,
+}
+
+impl AlertSettings {
+    fn from_vars<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Self, SettingsError> {
+        let limit = |var: &'static str, default: Limit| match get(var) {
+            None => Ok(default),
+            Some(raw) => parse_limit(raw).map_err(|reason| SettingsError::new(var, reason)),
+        };
+        const TEN_MINUTES: Duration = Duration::from_secs(600);
+        let webhook = match get("ALERT_WEBHOOK_URL") {
+            None => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(Secret::new(url)),
+            Some(_) => return Err(SettingsError::new("ALERT_WEBHOOK_URL", "expected http://… or https://…")),
+        };
+        Ok(Self {
+            webhook,
+            account_failures: limit("ALERT_ACCOUNT_FAILURES", Limit::new(10, TEN_MINUTES))?,
+            ip_failures: limit("ALERT_IP_FAILURES", Limit::new(50, TEN_MINUTES))?,
+            csrf_failures: limit("ALERT_CSRF_FAILURES", Limit::new(20, TEN_MINUTES))?,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! site only through here. This is where the layers meet: the middleware order and the routes.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_files::Files;
 use actix_web::dev::Server;
@@ -17,11 +18,13 @@ use latchkey_auth::{identity_middleware, Auth};
 use latchkey_sessions::redis::RedisStore;
 use latchkey_sessions::{cookie_name, Backend, Lifecycle, SessionCookie, Store};
 
+use crate::alerts::{Alert, Alerts};
 use crate::db::{self, DbError, Pool};
 use crate::error::AppError;
 use crate::http::{self, SecurityHeaders};
 use crate::keys::Keys;
 use crate::mail::{self, sender::Started, Mailer};
+use crate::metrics::Metrics;
 use crate::models::{PasswordReset, User};
 use crate::pages::flash::{self, FlashCookieStore};
 use crate::pages::{assets, ErrorPages};
@@ -94,7 +97,8 @@ impl Application {
         }
         let lifetimes = settings.sessions.lifetimes();
         let policy = settings.login_policy();
-        let hasher = Hasher::new(settings.bcrypt_cost).await?;
+        let metrics = Metrics::new(settings.metrics_allow.clone(), settings.metrics_token.clone());
+        let hasher = Hasher::new(settings.bcrypt_cost).await?.with_observer(metrics.hash_observer());
         let passkeys = RelyingParty::for_origin(&settings.public_url, "latchkey");
         match passkeys.off_reason() {
             None => log::info!("passkeys are on for {}", settings.public_url),
@@ -113,6 +117,7 @@ impl Application {
             }
         };
         spawn_purger(pool.clone(), settings.clone());
+        let alerts = Alerts::spawn(pool.clone(), settings.alerts.clone());
         let mailer = Mailer::new(keys.outbox(previous_keys.as_ref()), &settings.public_url);
         match mail::sender::spawn(pool.clone(), mailer.clone(), &settings.mail, production)? {
             Started::Smtp => log::info!("mail is sent through SMTP_URL"),
@@ -129,7 +134,15 @@ impl Application {
                 .with_second_factors(keys.factors(previous_keys.as_ref()))
                 .with_passkeys(passkeys)
                 .with_throttle(throttle)
-                .with_login_hook(MergeGuestCart),
+                .with_login_hook(MergeGuestCart)
+                .with_event_observer({
+                    let (metrics, alerts) = (metrics.clone(), alerts.clone());
+                    Arc::new(move |event, record| {
+                        metrics.observe_event(event);
+                        alerts.observe(event, record);
+                    })
+                })
+                .with_lock_hook(Arc::new(routes::password_reset::tell_owner_of_lock)),
         );
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
         let remember = SessionCookie::new(&lifetimes, production);
@@ -154,6 +167,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(auth.clone())
+                .app_data(web::Data::new(metrics.clone()))
                 // Errors from every layer become pages; every response gets the headers.
                 .wrap(from_fn(http::refuse_unsupported))
                 .wrap(ErrorPages)
@@ -161,9 +175,14 @@ impl Application {
                 // Outside every layer that reads a cookie: they see cookies of the current key.
                 .wrap(rekey.clone())
                 .wrap(access_log())
+                .wrap(from_fn({
+                    let metrics = metrics.clone();
+                    move |req, next| metrics.clone().track(req, next)
+                }))
                 // Outermost: every log line and audit record of the request carries its id.
                 .wrap(from_fn(latchkey_auth::audit::request_id))
                 .configure(routes::health::config)
+                .configure(crate::metrics::config)
                 .service(Files::new("/static", &static_dir))
                 .service(pages)
         })
@@ -251,7 +270,7 @@ pub struct Purged {
     pub logins: usize,
     /// Expired session state (the database store only).
     pub sessions: usize,
-    /// Audit events older than `AUDIT_RETENTION`.
+    /// Audit events and alerts older than `AUDIT_RETENTION`.
     pub audit_events: usize,
 }
 
@@ -282,7 +301,8 @@ pub async fn purge(pool: &Pool, settings: &Settings) -> Result<Purged, DbError> 
             + PasswordReset::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
-        let audit_events = latchkey_auth::audit::purge_older_than(conn, audit_cutoff)?;
+        let audit_events = latchkey_auth::audit::purge_older_than(conn, audit_cutoff)?
+            + Alert::purge_older_than(conn, audit_cutoff)?;
         Ok(Purged { logins, sessions, audit_events })
     })
     .await

@@ -2,7 +2,7 @@
 # docker-compose v1; base images made locally when no registry can be reached.
 #
 # Source this file, then:
-#   ensure_container_tools         install podman, runc, netavark, docker-compose, debootstrap
+#   ensure_container_tools         install podman, runc, netavark, iptables, docker-compose, debootstrap
 #                                  (as root) and the containers.conf settings podman needs here
 #   start_podman_service DIR       a private Docker-API socket in DIR; exports DOCKER_HOST
 #   start_healthcheck_loop PROJECT run the compose project's healthchecks (podman 4.3 runs them
@@ -22,11 +22,13 @@ podman_service_pid=""
 healthcheck_loop_pid=""
 
 # Installs what is missing, with apt-get when running as root; otherwise says what to install.
+# iptables too: netavark sets up container networks with it, and fails with a bare "No such
+# file or directory" when it is missing.
 ensure_container_tools() {
     local need=() pair
     for pair in podman=podman runc=runc docker-compose=docker-compose debootstrap=debootstrap \
         curl=curl openssl=openssl /usr/lib/podman/netavark=netavark \
-        /usr/lib/podman/aardvark-dns=aardvark-dns; do
+        /usr/lib/podman/aardvark-dns=aardvark-dns iptables=iptables; do
         command -v "${pair%%=*}" >/dev/null 2>&1 || need+=("${pair#*=}")
     done
     if [ ${#need[@]} -gt 0 ]; then

@@ -1,6 +1,18 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    alerts (id) {
+        id -> Int8,
+        at -> Timestamp,
+        rule -> Text,
+        subject -> Text,
+        detail -> Text,
+        user_id -> Nullable<Int4>,
+        ip -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     audit_events (id) {
         id -> Int8,
         at -> Timestamp,
@@ -153,6 +165,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         credential_epoch -> Int8,
+        is_admin -> Bool,
+        disabled_at -> Nullable<Timestamp>,
     }
 }
 
@@ -167,6 +181,7 @@ diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    alerts,
     audit_events,
     cart_items,
     logins,

@@ -106,8 +106,15 @@ impl Mailer {
 
     /// Posts a [`Mailer::notice`] of a change already made. It never fails the request: a
     /// notice that cannot be written or posted is logged instead.
-    pub async fn announce(&self, pool: &Pool, tera: &Tera, req: &HttpRequest, to: &str, what: &str) {
-        let letter = match self.notice(tera, req, to, what, None) {
+    pub async fn announce(
+        &self,
+        pool: &Pool,
+        tera: &Tera,
+        req: &HttpRequest,
+        to: &str,
+        (what, detail): (&str, Option<&str>),
+    ) {
+        let letter = match self.notice(tera, req, to, what, detail) {
             Ok(letter) => letter,
             Err(error) => {
                 log::warn!("notice {what:?} not written: {error:?}");

@@ -19,6 +19,10 @@ pub struct User {
     pub updated_at: NaiveDateTime,
     /// Moves on whenever the credentials change; see `latchkey_auth::AuthUser`.
     pub credential_epoch: i64,
+    /// May use the admin area.
+    pub is_admin: bool,
+    /// When an administrator disabled the account: it cannot log in.
+    pub disabled_at: Option<NaiveDateTime>,
 }
 
 impl fmt::Debug for User {
@@ -112,6 +116,41 @@ impl User {
         diesel::delete(users::table.find(id)).execute(conn).map(|n| n > 0)
     }
 
+    /// Disables the account (`Some(when)`) or enables it again (`None`). Disabling moves the
+    /// credential epoch on, so every login of the account ends at its next request; returns
+    /// whether there was such a user.
+    pub fn set_disabled(
+        conn: &mut DbConnection,
+        id: i32,
+        disabled_at: Option<NaiveDateTime>,
+    ) -> QueryResult<bool> {
+        let epoch = users::credential_epoch + i64::from(disabled_at.is_some());
+        diesel::update(users::table.find(id))
+            .set((users::disabled_at.eq(disabled_at), users::credential_epoch.eq(epoch)))
+            .execute(conn)
+            .map(|n| n > 0)
+    }
+
+    /// Makes the user an administrator, or not.
+    pub fn set_admin(conn: &mut DbConnection, id: i32, is_admin: bool) -> QueryResult<bool> {
+        diesel::update(users::table.find(id)).set(users::is_admin.eq(is_admin)).execute(conn).map(|n| n > 0)
+    }
+
+    /// Users whose email contains `fragment` (any case), newest first, at most `limit`.
+    pub fn search(conn: &mut DbConnection, fragment: &str, limit: i64) -> QueryResult<Vec<User>> {
+        let escaped: String = fragment
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| if matches!(c, '\\' | '%' | '_') { vec!['\\', c] } else { vec![c] })
+            .collect();
+        users::table
+            .filter(users::email.like(format!("%{escaped}%")).escape('\\'))
+            .order(users::id.desc())
+            .limit(limit)
+            .select(User::as_select())
+            .load(conn)
+    }
+
     pub fn count(conn: &mut DbConnection) -> QueryResult<i64> {
         users::table.count().get_result(conn)
     }
@@ -124,6 +163,10 @@ impl latchkey_auth::AuthUser for User {
 
     fn credential_epoch(&self) -> i64 {
         self.credential_epoch
+    }
+
+    fn is_active(&self) -> bool {
+        self.disabled_at.is_none()
     }
 
     fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>> {

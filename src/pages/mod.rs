@@ -49,6 +49,7 @@ struct UserView<'a> {
     is_anonymous: bool,
     id: Option<i32>,
     email: Option<&'a str>,
+    is_admin: bool,
 }
 
 impl FromRequest for Page {
@@ -155,6 +156,7 @@ fn render_layout(
             is_anonymous: user.is_none(),
             id: user.map(|u| u.id),
             email: user.map(|u| u.email.as_str()),
+            is_admin: user.is_some_and(|u| u.is_admin),
         },
     );
     if let Some(login) = layout.user.login() {

@@ -74,16 +74,44 @@ const ACTIVITY_SHOWN: i64 = 50;
 
 /// One audit event as the activity page shows it.
 #[derive(Serialize)]
-struct Activity {
+pub(crate) struct Activity {
     /// The event's name (`authn_login_fail`…), for tools reading the page.
     name: String,
-    what: &'static str,
+    what: String,
+    user_id: Option<i32>,
     detail: Option<String>,
     failure: bool,
     when: String,
     ip: String,
     browser: String,
     os: String,
+}
+
+/// Events as the activity pages show them: only those that mean something to an account's
+/// owner, or (`everything`, for administrators) every one, the others by their name.
+pub(crate) fn activity_rows(events: Vec<audit::StoredEvent>, everything: bool) -> Vec<Activity> {
+    events
+        .into_iter()
+        .filter_map(|event| {
+            let what = match event.description() {
+                Some(what) => what.to_owned(),
+                None if everything => event.event.clone(),
+                None => return None,
+            };
+            let (browser, os) = describe_user_agent(event.user_agent.as_deref());
+            Some(Activity {
+                what,
+                user_id: event.user_id,
+                name: event.event,
+                failure: event.outcome == "failure",
+                detail: event.detail,
+                when: event.at.format(DATE_FORMAT).to_string(),
+                ip: event.ip.unwrap_or_else(|| "unknown".to_owned()),
+                browser,
+                os,
+            })
+        })
+        .collect()
 }
 
 /// The user's own recent security events, newest first: sign-ins (failed ones included),
@@ -96,23 +124,7 @@ async fn activity(
     let user_id = user.id;
     let events =
         db::run(&state.pool, move |conn| audit::recent_for_user(conn, user_id, ACTIVITY_SHOWN)).await?;
-    let shown: Vec<Activity> = events
-        .into_iter()
-        .filter_map(|event| {
-            let what = event.description()?;
-            let (browser, os) = describe_user_agent(event.user_agent.as_deref());
-            Some(Activity {
-                what,
-                name: event.event,
-                failure: event.outcome == "failure",
-                detail: event.detail,
-                when: event.at.format(DATE_FORMAT).to_string(),
-                ip: event.ip.unwrap_or_else(|| "unknown".to_owned()),
-                browser,
-                os,
-            })
-        })
-        .collect();
+    let shown = activity_rows(events, false);
     let mut context = Context::new();
     context.insert("events", &shown);
     page.render("account_activity.html", context)
@@ -122,7 +134,7 @@ async fn activity(
 
 /// One login as the devices page shows it.
 #[derive(Serialize)]
-struct Device {
+pub(crate) struct Device {
     id: String,
     browser: String,
     os: String,
@@ -140,7 +152,12 @@ struct Device {
 }
 
 impl Device {
-    fn of(session: Login, current_id: &str, policy: &LoginPolicy, now: chrono::NaiveDateTime) -> Self {
+    pub(crate) fn of(
+        session: Login,
+        current_id: &str,
+        policy: &LoginPolicy,
+        now: chrono::NaiveDateTime,
+    ) -> Self {
         let (browser, os) = describe_user_agent(session.user_agent.as_deref());
         let fresh = policy.is_fresh(&session, now);
         Self {

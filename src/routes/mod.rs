@@ -1,6 +1,7 @@
 //! The site's routes, one module per area; each owns its paths through `config`.
 
 pub mod account;
+pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod pages;
@@ -19,6 +20,7 @@ pub fn config(cfg: &mut ServiceConfig) {
     cfg.configure(pages::config)
         .configure(auth::config)
         .configure(account::config)
+        .configure(admin::config)
         .configure(password_reset::config)
         .configure(security::config)
         .configure(passkeys::config)

@@ -164,7 +164,10 @@ async fn register(
             log::info!("user {user_id} added a passkey");
             audit::record(&req, Record::of(&req, Event::AuthnMfaEnabled).user(user_id).detail("passkey"))
                 .await;
-            state.mailer.announce(&state.pool, &state.tera, &req, &user.email, "A passkey was added").await;
+            state
+                .mailer
+                .announce(&state.pool, &state.tera, &req, &user.email, ("A passkey was added", None))
+                .await;
             if new_codes {
                 keep_for_display(&req, &codes)?;
                 FlashMessage::success("Your passkey is added. Keep these recovery codes somewhere safe.")

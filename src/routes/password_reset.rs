@@ -18,10 +18,12 @@ use latchkey_auth::password::Password;
 use latchkey_auth::registry::Login;
 use latchkey_auth::throttle::{limit_request, Verdict};
 use latchkey_auth::Auth;
+use latchkey_db::DbConnection;
 
 use crate::db;
 use crate::error::{wait_in_words, AppError};
 use crate::http;
+use crate::mail::{Letter, Mailer};
 use crate::models::{PasswordReset, User};
 use crate::pages::{see_other, Page};
 use crate::routes::auth::{check_new_password, email_problem, normalise_email, FieldErrors};
@@ -37,6 +39,27 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 /// How long a link works, in words.
 fn valid_for(state: &AppState) -> String {
     wait_in_words(state.settings.mail.reset_ttl.as_secs())
+}
+
+/// Tells the owner of `user_id` by email that failures just locked password login for their
+/// account, and how to get back in (a reset; `Auth::with_lock_hook`). The mail is posted
+/// in a task of its own, after the answer.
+pub fn tell_owner_of_lock(req: &HttpRequest, user_id: i32) {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else { return };
+    let req = req.clone();
+    actix_web::rt::spawn(async move {
+        let user = match db::run(&state.pool, move |conn| User::find(conn, user_id)).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return,
+            Err(error) => {
+                log::warn!("lock notice for user {user_id} not sent: {}", latchkey_auth::cause_chain(&error));
+                return;
+            }
+        };
+        let what = "Password sign-in to your account was locked after too many failed attempts";
+        let how = "reset your password by email, or sign in with a passkey, to unlock it";
+        state.mailer.announce(&state.pool, &state.tera, &req, &user.email, (what, Some(how))).await;
+    });
 }
 
 // ---- asking for a link ----------------------------------------------------------------------
@@ -102,26 +125,49 @@ async fn send_link(req: &HttpRequest, state: &AppState, auth: &Auth, email: &str
     let Some(user) = db::run(&state.pool, move |conn| User::find_by_email(conn, &lookup)).await? else {
         return Ok(());
     };
-    let now = Utc::now().naive_utc();
-    let expires_at = now + TimeDelta::from_std(state.settings.mail.reset_ttl).unwrap_or(TimeDelta::MAX);
-    let token = PasswordReset::new_token();
-    let mut context = Context::new();
-    context.insert("email", &user.email);
-    context.insert("valid_for", &valid_for(state));
-    context.insert("link", &state.mailer.link(&format!("/password/reset/{token}")));
-    let letter = state.mailer.write(&state.tera, "password_reset", &user.email, context)?;
+    let link = ResetLink::write(state, &user, false)?;
     let record = Record::of(req, Event::AuthnPasswordResetRequest).user(user.id);
     let mailer = state.mailer.clone();
     db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
-            PasswordReset::issue(conn, &token, &user, now, expires_at)?;
-            mailer.post(conn, &letter, now)?;
+            link.post(conn, &mailer, &user)?;
             record.insert(conn)
         })
     })
     .await?;
     state.mailer.wake();
     Ok(())
+}
+
+/// A reset link's token and the letter that carries it, not yet stored.
+pub struct ResetLink {
+    token: String,
+    letter: Letter,
+    now: NaiveDateTime,
+    expires_at: NaiveDateTime,
+}
+
+impl ResetLink {
+    /// A new link for `user`, and its letter; `by_admin` says an administrator asked for it.
+    pub fn write(state: &AppState, user: &User, by_admin: bool) -> Result<Self, AppError> {
+        let now = Utc::now().naive_utc();
+        let expires_at = now + TimeDelta::from_std(state.settings.mail.reset_ttl).unwrap_or(TimeDelta::MAX);
+        let token = PasswordReset::new_token();
+        let mut context = Context::new();
+        context.insert("email", &user.email);
+        context.insert("valid_for", &valid_for(state));
+        context.insert("by_admin", &by_admin);
+        context.insert("link", &state.mailer.link(&format!("/password/reset/{token}")));
+        let letter = state.mailer.write(&state.tera, "password_reset", &user.email, context)?;
+        Ok(Self { token, letter, now, expires_at })
+    }
+
+    /// Stores the link and posts its letter, in the caller's transaction; wake the mailer
+    /// once it commits.
+    pub fn post(&self, conn: &mut DbConnection, mailer: &Mailer, user: &User) -> diesel::QueryResult<()> {
+        PasswordReset::issue(conn, &self.token, user, self.now, self.expires_at)?;
+        mailer.post(conn, &self.letter, self.now)
+    }
 }
 
 // ---- using it -------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ async fn confirm_totp(
             let record = Record::of(page.request(), Event::AuthnMfaEnabled).user(user_id);
             audit::record(page.request(), record.detail("authenticator app")).await;
             let what = "An authenticator app was added as a second factor";
-            state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, what).await;
+            state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, (what, None)).await;
             keep_for_display(page.request(), &codes)?;
             FlashMessage::success("The authenticator app is on. Keep these recovery codes somewhere safe.")
                 .send();
@@ -216,7 +216,7 @@ async fn disable_totp(
     let record = Record::of(page.request(), Event::AuthnMfaDisabled).user(user_id);
     audit::record(page.request(), record.detail("authenticator app")).await;
     let what = "The authenticator app was removed from your second factors";
-    state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, what).await;
+    state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, (what, None)).await;
     FlashMessage::success("The authenticator app is off, and the recovery codes with it.").send();
     Ok(see_other(SECURITY))
 }
@@ -247,7 +247,7 @@ async fn regenerate_recovery_codes(
     audit::record(page.request(), Record::of(page.request(), Event::AuthnRecoveryCodesRenewed).user(user_id))
         .await;
     let what = "New recovery codes were made; the old ones no longer work";
-    state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, what).await;
+    state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, (what, None)).await;
     keep_for_display(page.request(), &codes)?;
     Ok(see_other(RECOVERY_CODES))
 }
@@ -271,7 +271,7 @@ async fn remove_passkey(
     }
     log::info!("user {user_id} removed a passkey");
     audit::record(&req, Record::of(&req, Event::AuthnMfaDisabled).user(user_id).detail("passkey")).await;
-    state.mailer.announce(&state.pool, &state.tera, &req, &user.email, "A passkey was removed").await;
+    state.mailer.announce(&state.pool, &state.tera, &req, &user.email, ("A passkey was removed", None)).await;
     FlashMessage::success("The passkey is removed.").send();
     Ok(see_other(SECURITY))
 }

@@ -147,7 +147,7 @@ async fn a_link_dies_with_a_password_change_and_with_time() {
     assert_eq!(reset(&visitor, &second, "a brand new horse battery").await.status(), StatusCode::GONE);
 }
 
-/// The owner's way out of a lock: a reset lifts it.
+/// A lock is announced to the owner, whose way out is a reset.
 #[tokio::test]
 async fn a_reset_lifts_a_lock() {
     let vars = vec![("THROTTLE_DELAY_AFTER", "1".into()), ("THROTTLE_LOCK_AFTER", "2".into())];
@@ -160,6 +160,8 @@ async fn a_reset_lifts_a_lock() {
     let locked = app.login(email, PASSWORD).await;
     assert_eq!(locked.status(), StatusCode::FORBIDDEN);
     assert!(locked.text().await.unwrap().contains("Reset your password by email"));
+    let notice = app.mail.wait_for(email, "Password sign-in to your account was locked", WAIT).await;
+    assert!(notice.body().contains("reset your password by email"), "{}", notice.body());
 
     ask_for_link(&app, email).await;
     let path = link_for(&app, email).await;

@@ -10,6 +10,8 @@
 
 mod support;
 
+mod admin;
+mod alerts;
 mod audit;
 mod auth;
 mod browser;
@@ -22,6 +24,7 @@ mod http;
 mod key_rotation;
 mod lifecycle;
 mod logins;
+mod metrics;
 mod migrations;
 mod pages;
 mod passkeys;

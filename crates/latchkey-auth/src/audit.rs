@@ -11,6 +11,8 @@
 //! The log line is built with `serde_json`, which escapes control characters, so a user agent
 //! or an email with a newline in it cannot forge a line (log injection).
 
+use std::sync::Arc;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -130,6 +132,12 @@ events! {
     UserCreated => "user_created", false, Some("Account created");
     UserUpdated => "user_updated", false, Some("Account changed");
     UserDeleted => "user_deleted", false, Some("Account deleted");
+    AdminUserDisabled => "admin_user_disabled", false, Some("An administrator disabled the account");
+    AdminUserEnabled => "admin_user_enabled", false, Some("An administrator enabled the account again");
+    AdminPasswordReset => "admin_password_reset", false, Some("An administrator required a new password");
+    AdminFactorsReset => "admin_factors_reset", false, Some("An administrator removed the second factors");
+    AdminUnlock => "admin_unlock", false, Some("An administrator lifted the sign-in lock");
+    AdminSessionRevoked => "admin_session_revoked", false, Some("An administrator signed out a device");
 }
 
 impl Event {
@@ -168,6 +176,25 @@ pub struct Record {
     pub request_id: Option<String>,
     /// A short detail, never a secret.
     pub detail: Option<String>,
+    /// Told of the event once it is stored (the application's metrics and alert rules); see
+    /// [`Auth::with_event_observer`].
+    #[diesel(skip_insertion)]
+    observer: Option<Observer>,
+}
+
+/// Receives every event recorded for requests of an [`Auth`], with its record (for metrics
+/// and alert rules). It may be called on a blocking thread, inside a transaction: hand any
+/// slow work to a task of its own.
+pub type EventObserver = Arc<dyn Fn(Event, &Record) + Send + Sync>;
+
+/// An [`EventObserver`] and the event it is to be told of.
+#[derive(Clone)]
+struct Observer(EventObserver, Event);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Record {
@@ -182,15 +209,20 @@ impl Record {
             user_agent: None,
             request_id: None,
             detail: None,
+            observer: None,
         }
     }
 
     /// `event` now, from the client of `req` (its address as the trusted proxies reveal it).
     pub fn of(req: &HttpRequest, event: Event) -> Self {
-        let client = Auth::of(req)
+        let auth = Auth::of(req).ok();
+        let client = auth
             .map(|auth| ClientInfo::of(req, &auth.policy.trusted_proxies))
             .unwrap_or(ClientInfo { ip: None, user_agent: None });
+        let observer =
+            auth.and_then(|auth| auth.event_observer.clone()).map(|observer| Observer(observer, event));
         Self {
+            observer,
             ip: client.ip,
             user_agent: client.user_agent.map(|ua| cut(&ua)),
             request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
@@ -220,7 +252,17 @@ impl Record {
     /// event commits with what it records).
     pub fn insert(self, conn: &mut DbConnection) -> QueryResult<()> {
         self.log();
-        diesel::insert_into(audit_events::table).values(&self).execute(conn).map(drop)
+        let inserted = diesel::insert_into(audit_events::table).values(&self).execute(conn);
+        // After the row: an observer that counts rows (an alert rule) sees this one.
+        self.notify();
+        inserted.map(drop)
+    }
+
+    /// Tells the observer, if any, of the event.
+    fn notify(&self) {
+        if let Some(Observer(observer, event)) = &self.observer {
+            observer(*event, self);
+        }
     }
 
     /// The log line: one JSON object under target `audit`.
@@ -267,6 +309,7 @@ fn cut(text: &str) -> String {
 pub async fn record(req: &HttpRequest, record: Record) {
     let Ok(auth) = Auth::of(req) else {
         record.log();
+        record.notify();
         return;
     };
     auth.record(record).await;

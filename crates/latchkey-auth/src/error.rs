@@ -40,6 +40,9 @@ pub enum AuthError {
     /// Password login is stopped for this account after too many consecutive failures (403).
     #[error("password login locked")]
     Locked,
+    /// The account may not log in ([`crate::AuthUser::is_active`]; 403).
+    #[error("account inactive")]
+    Inactive,
     /// The login registry could not be read or written.
     #[error("login registry unavailable")]
     Database(#[from] DbError),
@@ -65,6 +68,7 @@ impl AuthError {
             Self::Locked => Some(
                 "Password login is locked for this account after too many failed attempts. Reset your password by email, or sign in with a passkey, to unlock it.",
             ),
+            Self::Inactive => Some("This account is disabled. Contact the site's administrator."),
             _ => None,
         }
     }
@@ -111,7 +115,7 @@ impl ResponseError for AuthError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Locked => StatusCode::FORBIDDEN,
+            Self::Locked | Self::Inactive => StatusCode::FORBIDDEN,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -78,6 +78,9 @@ async fn start_login<U: AuthUser>(
     remember: bool,
     proof: Proof,
 ) -> Result<(), AuthError> {
+    if !user.is_active() {
+        return Err(AuthError::Inactive);
+    }
     end_current(req, false).await?;
     let second_factor = proof.second_factor();
     let auth = Auth::of(req)?;
@@ -250,6 +253,9 @@ pub async fn begin_second_factor<U: AuthUser>(
     remember: bool,
     next: &str,
 ) -> Result<(), AuthError> {
+    if !user.is_active() {
+        return Err(AuthError::Inactive);
+    }
     let auth = Auth::of(req)?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -316,6 +316,11 @@ impl StoredPasskey {
             .get_result(conn)
     }
 
+    /// Removes every passkey of the user; returns how many.
+    pub fn remove_all(conn: &mut DbConnection, user_id: i32) -> QueryResult<usize> {
+        diesel::delete(passkeys::table.filter(passkeys::user_id.eq(user_id))).execute(conn)
+    }
+
     /// Removes the user's passkey `id`; false when the user has no such passkey.
     pub fn remove(conn: &mut DbConnection, user_id: i32, id: i32) -> QueryResult<bool> {
         diesel::delete(passkeys::table.filter(passkeys::id.eq(id)).filter(passkeys::user_id.eq(user_id)))

@@ -7,6 +7,9 @@
 //! stops "password shucking": an unsalted SHA-256 leaked elsewhere cannot be tested against
 //! these hashes. The stored value is an ordinary `$2b$` bcrypt string.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -187,7 +190,21 @@ pub struct Hasher {
     cost: u32,
     /// Checked when an unknown email logs in, so a failure takes as long either way.
     dummy: String,
+    /// Told how long each hash waited for a thread and how long it ran (for metrics).
+    observer: Option<HashObserver>,
 }
+
+/// How long one bcrypt run waited for a blocking thread, and how long it ran.
+#[derive(Debug, Clone, Copy)]
+pub struct HashTiming {
+    /// From the request for a thread to the start of the work.
+    pub waited: Duration,
+    /// The work itself.
+    pub took: Duration,
+}
+
+/// Receives the [`HashTiming`] of every hash and check.
+pub type HashObserver = Arc<dyn Fn(HashTiming) + Send + Sync>;
 
 impl Hasher {
     /// A hasher for `cost` (4 to 31); hashes its dummy password once, on the blocking pool.
@@ -196,7 +213,32 @@ impl Hasher {
             .await
             .map_err(AuthError::internal)?
             .map_err(AuthError::internal)?;
-        Ok(Self { cost, dummy })
+        Ok(Self { cost, dummy, observer: None })
+    }
+
+    /// Tells `observer` how long each hash and check waited and ran.
+    pub fn with_observer(mut self, observer: HashObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Runs `work` on the blocking pool, timing it for the observer.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let queued = Instant::now();
+        let (value, timing) = actix_web::web::block(move || {
+            let started = Instant::now();
+            let value = work();
+            (value, HashTiming { waited: started - queued, took: started.elapsed() })
+        })
+        .await
+        .map_err(AuthError::internal)?;
+        if let Some(observer) = &self.observer {
+            observer(timing);
+        }
+        Ok(value)
     }
 
     /// The bcrypt cost new hashes are made at.
@@ -207,10 +249,7 @@ impl Hasher {
     /// Hashes on the blocking pool.
     pub async fn hash(&self, password: Password) -> Result<String, AuthError> {
         let cost = self.cost;
-        actix_web::web::block(move || hash_blocking(password.expose(), cost))
-            .await
-            .map_err(AuthError::internal)?
-            .map_err(AuthError::internal)
+        self.run(move || hash_blocking(password.expose(), cost)).await?.map_err(AuthError::internal)
     }
 
     /// Verifies on the blocking pool. With no stored hash (unknown email) it checks the dummy
@@ -221,12 +260,11 @@ impl Hasher {
             return Ok(false);
         }
         let dummy = self.dummy.clone();
-        actix_web::web::block(move || {
+        self.run(move || {
             let matched = verify_blocking(password.expose(), stored.as_deref().unwrap_or(&dummy));
             matched && stored.is_some()
         })
         .await
-        .map_err(AuthError::internal)
     }
 
     /// Whether a stored hash was made at another cost and should be replaced at the next

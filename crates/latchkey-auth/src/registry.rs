@@ -134,6 +134,16 @@ pub fn token_id(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The condition of a login the timeouts have ended at `now` (a macro: Diesel's expression
+/// types are unwieldy to name, and the purge and the count must agree).
+macro_rules! ended {
+    ($now:expr, $idle:expr, $absolute:expr, $remember:expr) => {
+        logins::remember.eq(true).and(logins::created_at.lt($now - $remember)).or(logins::remember
+            .eq(false)
+            .and(logins::last_seen_at.lt($now - $idle).or(logins::created_at.lt($now - $absolute))))
+    };
+}
+
 impl Login {
     /// The login with registry id `id`, if it exists (live or not).
     pub fn find(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Login>> {
@@ -228,11 +238,18 @@ impl Login {
         absolute: chrono::TimeDelta,
         remember: chrono::TimeDelta,
     ) -> QueryResult<usize> {
-        let remembered_ended = logins::remember.eq(true).and(logins::created_at.lt(now - remember));
-        let ordinary_ended = logins::remember
-            .eq(false)
-            .and(logins::last_seen_at.lt(now - idle).or(logins::created_at.lt(now - absolute)));
-        diesel::delete(logins::table.filter(remembered_ended.or(ordinary_ended))).execute(conn)
+        diesel::delete(logins::table.filter(ended!(now, idle, absolute, remember))).execute(conn)
+    }
+
+    /// How many logins the timeouts have not ended (of every user; for metrics).
+    pub fn count_live(
+        conn: &mut DbConnection,
+        now: NaiveDateTime,
+        idle: chrono::TimeDelta,
+        absolute: chrono::TimeDelta,
+        remember: chrono::TimeDelta,
+    ) -> QueryResult<i64> {
+        logins::table.filter(diesel::dsl::not(ended!(now, idle, absolute, remember))).count().get_result(conn)
     }
 
     /// How many logins `user_id` has, live or not.

@@ -109,6 +109,17 @@ impl LoginPolicy {
         now <= absolute && idle.is_none_or(|idle| now <= idle)
     }
 
+    /// How many logins of every user the timeouts have not ended.
+    pub fn count_live(&self, conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<i64> {
+        Login::count_live(
+            conn,
+            now,
+            delta(self.idle_timeout),
+            delta(self.absolute_timeout),
+            delta(self.remember_duration),
+        )
+    }
+
     /// Deletes every login the timeouts have ended; returns how many.
     pub fn purge_expired(&self, conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<usize> {
         Login::purge_expired(
@@ -185,7 +196,7 @@ pub fn check<U: AuthUser>(
     let Some(mut login) = Login::find(conn, id)? else {
         return Ok(Verdict::Missing);
     };
-    let Some(user) = U::load(conn, login.user_id)? else {
+    let Some(user) = U::load(conn, login.user_id)?.filter(AuthUser::is_active) else {
         Login::delete(conn, id)?;
         return Ok(Verdict::Missing);
     };

@@ -276,6 +276,19 @@ pub fn remove_passkey(conn: &mut DbConnection, user_id: i32, id: i32) -> QueryRe
     })
 }
 
+/// Removes every second factor of the user, recovery codes included (an administrator's
+/// answer to someone who lost both their device and their codes); returns whether there was
+/// any.
+pub fn remove_all(conn: &mut DbConnection, user_id: i32) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        let had = has_any(conn, user_id)?;
+        diesel::delete(totp_factors::table.find(user_id)).execute(conn)?;
+        StoredPasskey::remove_all(conn, user_id)?;
+        diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn)?;
+        Ok(had)
+    })
+}
+
 /// Recovery codes stand in for a factor: with none left, they go.
 fn drop_recovery_codes_unless_factor(conn: &mut DbConnection, user_id: i32) -> QueryResult<()> {
     if !has_any(conn, user_id)? {

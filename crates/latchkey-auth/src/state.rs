@@ -43,7 +43,13 @@ pub struct Auth {
     pub(crate) passkeys: RelyingParty,
     pub(crate) throttle: Throttle,
     pub(crate) hook: Option<Arc<dyn LoginHook>>,
+    pub(crate) event_observer: Option<crate::audit::EventObserver>,
+    pub(crate) lock_hook: Option<LockHook>,
 }
+
+/// Called with the request and the user when a failure locks password login for an account
+/// (see [`Auth::with_lock_hook`]).
+pub type LockHook = Arc<dyn Fn(&HttpRequest, i32) + Send + Sync>;
 
 impl Auth {
     /// `csrf_key` derives form tokens (keep it secret and apart from other keys);
@@ -66,6 +72,8 @@ impl Auth {
             passkeys: RelyingParty::Off("passkeys are not configured (Auth::with_passkeys)".into()),
             throttle: Throttle::off(),
             hook: None,
+            event_observer: None,
+            lock_hook: None,
         }
     }
 
@@ -95,6 +103,20 @@ impl Auth {
     /// throttled.
     pub fn with_throttle(mut self, throttle: Throttle) -> Self {
         self.throttle = throttle;
+        self
+    }
+
+    /// Calls `hook` when a failure locks password login for an account, to tell its owner.
+    /// It runs on the request's path: start any slow work (an email) in a task of its own.
+    pub fn with_lock_hook(mut self, hook: LockHook) -> Self {
+        self.lock_hook = Some(hook);
+        self
+    }
+
+    /// Tells `observer` of every audit event recorded for a request (to count them as
+    /// metrics).
+    pub fn with_event_observer(mut self, observer: crate::audit::EventObserver) -> Self {
+        self.event_observer = Some(observer);
         self
     }
 

@@ -503,11 +503,17 @@ pub async fn proof_failed(
     Ok(())
 }
 
+/// This failure locked the account: audited, and the application told (to warn the owner).
 async fn audit_lock(req: &HttpRequest, user_id: Option<i32>) {
     log::warn!("password login locked for an account after too many failures");
     let record =
         Record::of(req, Event::AuthnLoginLock).maybe_user(user_id).detail("too many consecutive failures");
     audit::record(req, record).await;
+    if let (Ok(auth), Some(user_id)) = (Auth::of(req), user_id) {
+        if let Some(hook) = &auth.lock_hook {
+            hook(req, user_id);
+        }
+    }
 }
 
 /// A verdict as the request's answer: nothing, or the error that says when to come back. A

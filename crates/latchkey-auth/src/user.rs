@@ -36,6 +36,14 @@ pub trait AuthUser: Send + 'static {
     /// out everywhere else"). A login is valid only while it equals the epoch it proved.
     fn credential_epoch(&self) -> i64;
 
+    /// Whether the user may log in (Flask-Login's `is_active`). An inactive user's password,
+    /// second factor or passkey is refused with [`crate::AuthError::Inactive`], and their
+    /// logins stop working at their next request. Everyone is active unless the application
+    /// says otherwise (a disabled account).
+    fn is_active(&self) -> bool {
+        true
+    }
+
     /// The user with this id, if there still is one.
     fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>>
     where

@@ -1,14 +1,17 @@
-//! The `latchkey` command line: `serve` (the default), `migrate`, `sessions purge` and
-//! `healthcheck`.
+//! The `latchkey` command line: `serve` (the default), `migrate`, `sessions purge`,
+//! `user create`/`disable`/`enable` and `healthcheck`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+mod users;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::db;
+
 use crate::settings::Settings;
 use crate::startup::{self, Application};
 
@@ -34,6 +37,27 @@ pub enum Command {
         #[command(subcommand)]
         action: SessionsCommand,
     },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account. The password is asked for (without echo) on a terminal, otherwise
+    /// read from the first line of standard input; the usual password rules apply.
+    Create {
+        email: String,
+        /// Make it an administrator (the admin area at /admin).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Disable an account: it cannot log in, and every login of it ends.
+    Disable { email: String },
+    /// Enable a disabled account again.
+    Enable { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +85,11 @@ impl Cli {
                     .await
                     .map_err(|e| anyhow::anyhow!("purging failed: {}", latchkey_auth::cause_chain(&e)))?;
                 println!("purged {purged}");
+            }
+            Command::User { action } => {
+                db::migrate_url(&settings.database_url).await?;
+                let pool = db::pool(&settings.database_url, 1, settings.database_timeout)?;
+                println!("{}", users::run(action, &pool, &settings).await?);
             }
         }
         Ok(())

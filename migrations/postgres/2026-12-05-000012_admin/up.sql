@@ -1,0 +1,4 @@
+-- The admin area: an administrator role, and accounts an administrator has disabled (they
+-- cannot log in, and their logins end).
+ALTER TABLE users ADD COLUMN is_admin BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE users ADD COLUMN disabled_at TIMESTAMP;
