@@ -6,7 +6,8 @@ use std::ops::Deref;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
-use latchkey_auth::audit::{self, Event, Record};
+use latchkey_auth::audit::{Event, Record};
+use latchkey_auth::guard;
 
 use crate::error::AppError;
 use crate::models::User;
@@ -44,7 +45,7 @@ impl FromRequest for AdminRequired {
             let user = LoginRequired::extract(&req).await?;
             if !user.is_admin {
                 let record = Record::of(&req, Event::AuthzFail).user(user.id).detail(req.path());
-                audit::record(&req, record).await;
+                guard::record(&req, record).await;
                 return Err(AppError::Forbidden("This page is for the site's administrators."));
             }
             Ok(AdminRequired(FreshLoginRequired::extract(&req).await?))

@@ -121,3 +121,20 @@ pub fn redact_token_path(path: &str) -> std::borrow::Cow<'_, str> {
         None => path.into(),
     }
 }
+
+/// Browser and operating system names from a user agent, for people to recognise devices.
+pub fn describe_user_agent(user_agent: Option<&str>) -> (String, String) {
+    let parsed = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua));
+    match parsed {
+        Some(result) if result.name != "UNKNOWN" => {
+            let browser = if result.version.is_empty() || result.version == "UNKNOWN" {
+                result.name.to_owned()
+            } else {
+                format!("{} {}", result.name, result.version)
+            };
+            let os = if result.os == "UNKNOWN" { "Unknown system".to_owned() } else { result.os.to_owned() };
+            (browser, os)
+        }
+        _ => ("Unknown browser".to_owned(), "Unknown system".to_owned()),
+    }
+}

@@ -180,7 +180,7 @@ impl Application {
                     move |req, next| metrics.clone().track(req, next)
                 }))
                 // Outermost: every log line and audit record of the request carries its id.
-                .wrap(from_fn(latchkey_auth::audit::request_id))
+                .wrap(from_fn(latchkey_auth::guard::request_id))
                 .configure(routes::health::config)
                 .configure(crate::metrics::config)
                 .service(Files::new("/static", &static_dir))

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::db::{self, Pool};
 use crate::error::AppError;
-use crate::pages::describe_user_agent;
+use crate::http::describe_user_agent;
 
 /// A message, rendered and addressed, not yet in the outbox.
 #[derive(Clone)]

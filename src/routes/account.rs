@@ -10,17 +10,18 @@ use serde::{Deserialize, Serialize};
 use tera::Context;
 
 use latchkey_auth::audit::{self, Event, Record};
+use latchkey_auth::guard;
 use latchkey_auth::password::Password;
 use latchkey_auth::registry::Login;
-use latchkey_auth::throttle;
 use latchkey_auth::{Auth, FormPage, LoginPolicy};
 
 use crate::auth::{FreshLoginRequired, LoginRequired};
 use crate::db;
 use crate::error::AppError;
 use crate::http;
+use crate::http::describe_user_agent;
 use crate::models::User;
-use crate::pages::{describe_user_agent, see_other, Page};
+use crate::pages::{see_other, Page};
 use crate::routes::auth::{check_new_password, email_problem, normalise_email, FieldErrors};
 use crate::state::AppState;
 use latchkey_auth::csrf::{CsrfForm, NoFields};
@@ -301,7 +302,7 @@ async fn change_password(
     if !hasher.verify(form.current_password, stored).await? {
         errors.entry("current_password").or_default().push("Your current password is not correct.".into());
         let event = Event::AuthnPasswordChangeFail;
-        throttle::proof_failed(page.request(), user.id, event, "wrong current password").await?;
+        guard::proof_failed(page.request(), user.id, event, "wrong current password").await?;
     }
     if !errors.is_empty() {
         return page.render_with_status(

@@ -12,6 +12,7 @@ use tera::Context;
 
 use latchkey_auth::audit::{self, Event, Record};
 use latchkey_auth::csrf::{CsrfForm, NoFields};
+use latchkey_auth::guard;
 use latchkey_auth::password::Password;
 use latchkey_auth::registry::Login;
 use latchkey_auth::second_factor;
@@ -279,7 +280,7 @@ async fn unlock(
 ) -> Result<HttpResponse, AppError> {
     let user = account(&state, path.into_inner()).await?;
     auth.throttle().login_succeeded(user.id, None).await?;
-    audit::record(page.request(), record(&page, Event::AdminUnlock, user.id, &admin, "lock lifted")).await;
+    guard::record(page.request(), record(&page, Event::AdminUnlock, user.id, &admin, "lock lifted")).await;
     log::info!("administrator {} lifted the lock of user {}", admin.id, user.id);
     done(user.id, format!("{} can sign in with a password again.", user.email))
 }

@@ -9,12 +9,14 @@ use serde::Deserialize;
 use tera::Context;
 use validator::ValidateEmail;
 
-use latchkey_auth::audit::{self, Event, Record};
+use latchkey_auth::audit::{Event, Record};
+use latchkey_auth::guard;
+use latchkey_auth::guard::limit_request;
 use latchkey_auth::next;
 use latchkey_auth::passkeys::StoredPasskey;
 use latchkey_auth::password::{self, Password};
 use latchkey_auth::second_factor::{Answer, TotpFactor};
-use latchkey_auth::throttle::{self, limit_request, Account};
+use latchkey_auth::throttle::Account;
 use latchkey_auth::{Auth, SecondFactorOutcome};
 
 use crate::auth::LoginRequired;
@@ -182,7 +184,7 @@ async fn register(
         Err(other) => return Err(other),
     };
 
-    audit::record(page.request(), Record::of(page.request(), Event::UserCreated).user(user.id)).await;
+    guard::record(page.request(), Record::of(page.request(), Event::UserCreated).user(user.id)).await;
     latchkey_auth::log_in(page.request(), &user, false).await?;
     log::info!("user {} registered", user.id);
     FlashMessage::success("Welcome! Your account has been created and you are logged in.").send();
@@ -237,12 +239,12 @@ async fn log_in(
     let ip = auth.client_ip(page.request());
     let account = user.as_ref().map_or(Account::Email(&email), |u| Account::User(u.id));
     let verdict = auth.throttle().check_login(account, &email, &ip).await?;
-    throttle::enforce(page.request(), verdict, "login", user.as_ref().map(|u| u.id)).await?;
+    guard::enforce(page.request(), verdict, "login", user.as_ref().map(|u| u.id)).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matched = hasher.verify(form.password.clone(), stored).await?;
     let Some(user) = user.filter(|_| matched) else {
         log::info!("failed login attempt");
-        throttle::password_failed(page.request(), account, &email).await?;
+        guard::password_failed(page.request(), account, &email).await?;
         return page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "login.html",
@@ -410,13 +412,13 @@ async fn reauth(
 ) -> Result<HttpResponse, AppError> {
     let auth = Auth::of(page.request())?;
     limit_request(page.request(), "reauth", |policy| policy.reauth).await?;
-    throttle::enforce(page.request(), auth.throttle().check_account(user.id).await?, "reauth", Some(user.id))
+    guard::enforce(page.request(), auth.throttle().check_account(user.id).await?, "reauth", Some(user.id))
         .await?;
     let hasher = auth.hasher();
     let factors = Factors::of(&page, &state, user.id).await?;
     let refuse = async |message: &str, detail: &str| {
         log::info!("user {}: failed re-authentication", user.id);
-        throttle::proof_failed(page.request(), user.id, Event::AuthnReauthFail, detail).await?;
+        guard::proof_failed(page.request(), user.id, Event::AuthnReauthFail, detail).await?;
         page.render_with_status(
             StatusCode::UNAUTHORIZED,
             "reauth.html",

@@ -15,11 +15,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use serde::{Deserialize, Serialize};
 
-use latchkey_auth::audit::{self, Event, Record};
+use latchkey_auth::audit::{Event, Record};
 use latchkey_auth::csrf::CsrfHeader;
+use latchkey_auth::guard;
+use latchkey_auth::guard::limit_request;
 use latchkey_auth::passkeys::{self, PublicKeyCredential, Purpose, Refusal, RegisterPublicKeyCredential};
 use latchkey_auth::second_factor::{self, Answer};
-use latchkey_auth::throttle::{self, limit_request};
 use latchkey_auth::{next, Auth, FormPage, SecondFactorOutcome};
 
 use crate::auth::{FreshLoginRequired, LoginRequired};
@@ -162,7 +163,7 @@ async fn register(
     match added {
         Ok(new_codes) => {
             log::info!("user {user_id} added a passkey");
-            audit::record(&req, Record::of(&req, Event::AuthnMfaEnabled).user(user_id).detail("passkey"))
+            guard::record(&req, Record::of(&req, Event::AuthnMfaEnabled).user(user_id).detail("passkey"))
                 .await;
             state
                 .mailer
@@ -301,11 +302,11 @@ async fn reauth(
 ) -> Result<HttpResponse, AppError> {
     let auth = Auth::of(&req)?;
     limit_request(&req, "reauth", |policy| policy.reauth).await?;
-    throttle::enforce(&req, auth.throttle().check_account(user.id).await?, "reauth", Some(user.id)).await?;
+    guard::enforce(&req, auth.throttle().check_account(user.id).await?, "reauth", Some(user.id)).await?;
     let (answer, next) = answer.into_inner().into_answer();
     if latchkey_auth::verify_second_factor(&req, user.id, answer).await?.is_none() {
         log::info!("user {}: failed re-authentication with a passkey", user.id);
-        throttle::proof_failed(&req, user.id, Event::AuthnReauthFail, "passkey").await?;
+        guard::proof_failed(&req, user.id, Event::AuthnReauthFail, "passkey").await?;
         return Ok(refused(Refusal::Unverified));
     }
     latchkey_auth::reauthenticate(&req, &user, true).await?;

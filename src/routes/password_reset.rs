@@ -14,9 +14,10 @@ use tera::Context;
 
 use latchkey_auth::audit::{Event, Record};
 use latchkey_auth::csrf::CsrfForm;
+use latchkey_auth::guard::limit_request;
 use latchkey_auth::password::Password;
 use latchkey_auth::registry::Login;
-use latchkey_auth::throttle::{limit_request, Verdict};
+use latchkey_auth::throttle::Verdict;
 use latchkey_auth::Auth;
 use latchkey_db::DbConnection;
 

@@ -10,11 +10,11 @@ use base64::Engine;
 use serde::Deserialize;
 use tera::Context;
 
-use latchkey_auth::audit::{self, Event, Record};
+use latchkey_auth::audit::{Event, Record};
 use latchkey_auth::csrf::{CsrfForm, NoFields};
+use latchkey_auth::guard;
 use latchkey_auth::passkeys::StoredPasskey;
 use latchkey_auth::second_factor::{self, Answer, TotpFactor};
-use latchkey_auth::throttle;
 use latchkey_auth::{Auth, FormPage};
 use latchkey_sessions::{SessionKey, TypedSession};
 
@@ -175,7 +175,7 @@ async fn confirm_totp(
         Ok(()) => {
             log::info!("user {user_id} turned on the authenticator app");
             let record = Record::of(page.request(), Event::AuthnMfaEnabled).user(user_id);
-            audit::record(page.request(), record.detail("authenticator app")).await;
+            guard::record(page.request(), record.detail("authenticator app")).await;
             let what = "An authenticator app was added as a second factor";
             state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, (what, None)).await;
             keep_for_display(page.request(), &codes)?;
@@ -206,7 +206,7 @@ async fn disable_totp(
 ) -> Result<HttpResponse, AppError> {
     let answer = Answer::Code(form.code);
     if latchkey_auth::verify_second_factor(page.request(), user.id, answer).await?.is_none() {
-        throttle::proof_failed(page.request(), user.id, Event::AuthnMfaFail, "code").await?;
+        guard::proof_failed(page.request(), user.id, Event::AuthnMfaFail, "code").await?;
         FlashMessage::error("That code is not right: the authenticator app is still on.").send();
         return Ok(see_other(SECURITY));
     }
@@ -214,7 +214,7 @@ async fn disable_totp(
     db::run(&state.pool, move |conn| TotpFactor::remove(conn, user_id)).await?;
     log::info!("user {user_id} turned off the authenticator app");
     let record = Record::of(page.request(), Event::AuthnMfaDisabled).user(user_id);
-    audit::record(page.request(), record.detail("authenticator app")).await;
+    guard::record(page.request(), record.detail("authenticator app")).await;
     let what = "The authenticator app was removed from your second factors";
     state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, (what, None)).await;
     FlashMessage::success("The authenticator app is off, and the recovery codes with it.").send();
@@ -244,7 +244,7 @@ async fn regenerate_recovery_codes(
         return Ok(see_other(SECURITY));
     }
     log::info!("user {user_id} made new recovery codes");
-    audit::record(page.request(), Record::of(page.request(), Event::AuthnRecoveryCodesRenewed).user(user_id))
+    guard::record(page.request(), Record::of(page.request(), Event::AuthnRecoveryCodesRenewed).user(user_id))
         .await;
     let what = "New recovery codes were made; the old ones no longer work";
     state.mailer.announce(&state.pool, &state.tera, page.request(), &user.email, (what, None)).await;
@@ -270,7 +270,7 @@ async fn remove_passkey(
         return Err(AppError::NotFound);
     }
     log::info!("user {user_id} removed a passkey");
-    audit::record(&req, Record::of(&req, Event::AuthnMfaDisabled).user(user_id).detail("passkey")).await;
+    guard::record(&req, Record::of(&req, Event::AuthnMfaDisabled).user(user_id).detail("passkey")).await;
     state.mailer.announce(&state.pool, &state.tera, &req, &user.email, ("A passkey was removed", None)).await;
     FlashMessage::success("The passkey is removed.").send();
     Ok(see_other(SECURITY))

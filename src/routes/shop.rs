@@ -102,7 +102,7 @@ async fn add_item(
         if session.session().entries().is_empty() {
             // A guest's first item starts a session, which a server-side store keeps: bound
             // how many one address may start.
-            latchkey_auth::throttle::limit_request(page.request(), "guest-session", |policy| {
+            latchkey_auth::guard::limit_request(page.request(), "guest-session", |policy| {
                 policy.guest_session
             })
             .await?;

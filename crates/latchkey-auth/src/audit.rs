@@ -4,7 +4,7 @@
 //! Event names follow the OWASP logging vocabulary (`authn_login_success`, `session_expired`,
 //! `excess_rate_limit_exceeded`…), with names of the same shape where it has none
 //! (`authn_mfa_fail`, `csrf_fail`). A record holds the UTC time, the user, the client's IP
-//! address and user agent, the outcome, the request id (see [`request_id`]) and a short
+//! address and user agent, the outcome, the request id (see [`crate::guard::request_id`]) and a short
 //! detail. It never holds a password, token, code or session id: callers put in `detail`
 //! only what may be read by whoever reads the logs.
 //!
@@ -13,21 +13,10 @@
 
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use latchkey_db::DbConnection;
-use rand::RngCore;
 use serde::Serialize;
-
-use crate::client::ClientInfo;
-use crate::state::Auth;
 
 /// The table, as `diesel print-schema` writes it. The application's migrations create it.
 pub mod schema {
@@ -179,17 +168,17 @@ pub struct Record {
     /// Told of the event once it is stored (the application's metrics and alert rules); see
     /// [`Auth::with_event_observer`].
     #[diesel(skip_insertion)]
-    observer: Option<Observer>,
+    pub(crate) observer: Option<Observer>,
 }
 
-/// Receives every event recorded for requests of an [`Auth`], with its record (for metrics
+/// Receives every event recorded for requests of an [`crate::Auth`], with its record (for metrics
 /// and alert rules). It may be called on a blocking thread, inside a transaction: hand any
 /// slow work to a task of its own.
 pub type EventObserver = Arc<dyn Fn(Event, &Record) + Send + Sync>;
 
 /// An [`EventObserver`] and the event it is to be told of.
 #[derive(Clone)]
-struct Observer(EventObserver, Event);
+pub(crate) struct Observer(pub(crate) EventObserver, pub(crate) Event);
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,23 +199,6 @@ impl Record {
             request_id: None,
             detail: None,
             observer: None,
-        }
-    }
-
-    /// `event` now, from the client of `req` (its address as the trusted proxies reveal it).
-    pub fn of(req: &HttpRequest, event: Event) -> Self {
-        let auth = Auth::of(req).ok();
-        let client = auth
-            .map(|auth| ClientInfo::of(req, &auth.policy.trusted_proxies))
-            .unwrap_or(ClientInfo { ip: None, user_agent: None });
-        let observer =
-            auth.and_then(|auth| auth.event_observer.clone()).map(|observer| Observer(observer, event));
-        Self {
-            observer,
-            ip: client.ip,
-            user_agent: client.user_agent.map(|ua| cut(&ua)),
-            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
-            ..Self::new(event)
         }
     }
 
@@ -259,7 +231,7 @@ impl Record {
     }
 
     /// Tells the observer, if any, of the event.
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         if let Some(Observer(observer, event)) = &self.observer {
             observer(*event, self);
         }
@@ -300,28 +272,8 @@ impl Record {
     }
 }
 
-fn cut(text: &str) -> String {
+pub(crate) fn cut(text: &str) -> String {
     text.chars().take(TEXT_MAX).collect()
-}
-
-/// Records `record` on the blocking pool. An audit row that cannot be written does not fail
-/// the request it describes: its log line is already out, and the failure is logged.
-pub async fn record(req: &HttpRequest, record: Record) {
-    let Ok(auth) = Auth::of(req) else {
-        record.log();
-        record.notify();
-        return;
-    };
-    auth.record(record).await;
-}
-
-impl Auth {
-    /// [`record`], for callers without a request (background tasks).
-    pub async fn record(&self, record: Record) {
-        if let Err(error) = latchkey_db::run(&self.pool, move |conn| record.insert(conn)).await {
-            log::warn!("an audit event could not be stored: {}", crate::cause_chain(&error));
-        }
-    }
 }
 
 // ---- reading --------------------------------------------------------------------------------
@@ -404,39 +356,13 @@ pub fn purge_older_than(conn: &mut DbConnection, before: NaiveDateTime) -> Query
 
 // ---- request ids ----------------------------------------------------------------------------
 
-/// This request's id, in the request extensions (see [`request_id`]).
+/// This request's id, in the request extensions (see [`crate::guard::request_id`]).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
 /// Whether an incoming `X-Request-Id` is one worth keeping: short, and safe in any log.
-fn acceptable_id(id: &str) -> bool {
+pub(crate) fn acceptable_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// Middleware (for `actix_web::middleware::from_fn`) that gives every request an id, sent back
-/// as `X-Request-Id` and kept in audit records. A trusted proxy's `X-Request-Id` is kept, so a
-/// request can be followed from the load balancer's log to ours; anyone else gets a new one.
-pub async fn request_id(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let from_proxy = req.app_data::<actix_web::web::Data<Auth>>().and_then(|auth| {
-        let peer = req.peer_addr()?.ip().to_canonical();
-        auth.policy.trusted_proxies.iter().any(|proxy| proxy.to_canonical() == peer).then_some(())?;
-        let id = req.headers().get("x-request-id")?.to_str().ok()?;
-        acceptable_id(id).then(|| id.to_owned())
-    });
-    let id = from_proxy.unwrap_or_else(|| {
-        let mut bytes = [0u8; 12];
-        rand::rng().fill_bytes(&mut bytes);
-        URL_SAFE_NO_PAD.encode(bytes)
-    });
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = next.call(req).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
-    }
-    Ok(res)
 }
 
 #[cfg(test)]

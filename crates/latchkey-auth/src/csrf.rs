@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::audit::{self, Event, Record};
+use crate::audit::{Event, Record};
 use crate::error::AuthError;
 use crate::state::Auth;
 
@@ -155,7 +155,7 @@ impl FromRequest for CsrfHeader {
 /// Records a CSRF refusal in the audit log (`csrf_fail`, with the reason, never the token).
 async fn audited<T>(req: &HttpRequest, result: Result<T, AuthError>) -> Result<T, AuthError> {
     if let Err(AuthError::CsrfRejected(reason)) = &result {
-        audit::record(req, Record::of(req, Event::CsrfFail).detail(reason)).await;
+        crate::guard::record(req, Record::of(req, Event::CsrfFail).detail(reason)).await;
     }
     result
 }

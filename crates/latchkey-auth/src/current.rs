@@ -15,7 +15,7 @@ use futures_util::future::LocalBoxFuture;
 use latchkey_sessions::{keys, ServedInGrace, TypedSession};
 use tokio::sync::OnceCell;
 
-use crate::audit::{self, Event, Record};
+use crate::audit::{Event, Record};
 use crate::client::ClientInfo;
 use crate::error::AuthError;
 use crate::registry::{token_id, Login};
@@ -151,7 +151,7 @@ impl<U: AuthUser> CurrentUser<U> {
                 }
                 if flagged {
                     let detail = "IP address or browser changed: the login needs the password again";
-                    audit::record(
+                    crate::guard::record(
                         req,
                         Record::of(req, Event::SessionProtection).user(login.user_id).detail(detail),
                     )
@@ -176,7 +176,7 @@ impl<U: AuthUser> CurrentUser<U> {
                     _ => None,
                 };
                 if let Some(record) = record {
-                    audit::record(req, record).await;
+                    crate::guard::record(req, record).await;
                 }
                 // The login ended on the server (logout, revocation, timeout, a newer
                 // generation): forget it in this session too.

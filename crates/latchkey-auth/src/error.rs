@@ -82,15 +82,6 @@ impl AuthError {
     }
 }
 
-impl From<crate::throttle::ThrottleError> for AuthError {
-    fn from(error: crate::throttle::ThrottleError) -> Self {
-        match error {
-            crate::throttle::ThrottleError::Database(error) => Self::Database(error),
-            redis @ crate::throttle::ThrottleError::Redis(_) => Self::Unavailable(redis.into()),
-        }
-    }
-}
-
 /// Formats an error and its whole `source()` chain, for the log only.
 pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

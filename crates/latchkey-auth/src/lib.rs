@@ -12,7 +12,7 @@
 //! - Second factors ([`second_factor`]: TOTP, recovery codes, password logins waiting for
 //!   their second step) and [`passkeys`] (WebAuthn: signing in alone, or as the second factor).
 //! - Guesses [`throttle`]d across every instance (Redis or the database), and security events
-//!   kept in the [`audit`] log.
+//!   kept in the [`audit`] log; [`guard`] applies both to a request.
 //!
 //! Register [`Auth`] as app data, and wrap the app in [`identity_middleware`], the session
 //! middleware of `latchkey-sessions`, and [`csrf::send_cookie`]:
@@ -47,6 +47,7 @@ pub mod client;
 pub mod csrf;
 mod current;
 mod error;
+pub mod guard;
 mod login;
 pub mod next;
 pub mod passkeys;

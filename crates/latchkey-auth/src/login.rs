@@ -8,7 +8,7 @@ use diesel::Connection;
 use latchkey_sessions::{keys, ServedInGrace, SessionKey, TypedSession};
 use rand::RngCore;
 
-use crate::audit::{self, Event, Record};
+use crate::audit::{Event, Record};
 use crate::client::ClientInfo;
 use crate::csrf;
 use crate::current::{forget, CurrentUser, LoginRequired};
@@ -354,7 +354,7 @@ pub async fn complete_second_factor<U: AuthUser>(
         }
         Err(Some(attempts_left)) => {
             log::info!("a wrong second-factor code for pending login {}", id.get(..8).unwrap_or_default());
-            crate::throttle::proof_failed(req, user_id, Event::AuthnMfaFail, kind).await?;
+            crate::guard::proof_failed(req, user_id, Event::AuthnMfaFail, kind).await?;
             if attempts_left == 0 {
                 return start_over(true);
             }
@@ -423,7 +423,7 @@ pub async fn sign_in_with_passkey<U: AuthUser>(
         }
         Err(refusal) => {
             let record = Record::of(req, Event::AuthnLoginFail).detail(format!("passkey refused: {refusal}"));
-            audit::record(req, record).await;
+            crate::guard::record(req, record).await;
             Ok(Err(refusal))
         }
     }

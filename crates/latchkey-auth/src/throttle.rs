@@ -21,7 +21,6 @@
 
 use std::time::Duration;
 
-use actix_web::HttpRequest;
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
@@ -29,9 +28,7 @@ use latchkey_db::{DbConnection, DbError, Pool};
 use latchkey_sessions::redis::RedisStore;
 use sha2::Sha256;
 
-use crate::audit::{self, Event, Record};
 use crate::error::AuthError;
-use crate::state::Auth;
 
 /// The table, as `diesel print-schema` writes it. The application's migrations create it.
 pub mod schema {
@@ -449,96 +446,6 @@ impl Throttle {
     }
 }
 
-/// Counts this request for `action` from its client against the policy's `limit`: a 429
-/// ([`AuthError::Throttled`]) once over, before any other work.
-///
-/// ```no_run
-/// # async fn register(req: actix_web::HttpRequest) -> Result<(), latchkey_auth::AuthError> {
-/// latchkey_auth::throttle::limit_request(&req, "register", |policy| policy.register).await?;
-/// # Ok(()) }
-/// ```
-pub async fn limit_request(
-    req: &HttpRequest,
-    action: &str,
-    limit: fn(&ThrottlePolicy) -> Limit,
-) -> Result<(), AuthError> {
-    let auth = Auth::of(req)?;
-    let ip = auth.client_ip(req);
-    let verdict = auth.throttle.request(action, limit(&auth.throttle.policy), &ip).await?;
-    enforce(req, verdict, action, None).await
-}
-
-/// A wrong password at the login form for `account` (typed as `email`): audited
-/// (`authn_login_fail`), counted, and the lock audited (`authn_login_lock`) when this failure
-/// locks the account.
-pub async fn password_failed(req: &HttpRequest, account: Account<'_>, email: &str) -> Result<(), AuthError> {
-    let auth = Auth::of(req)?;
-    let ip = auth.client_ip(req);
-    let user_id = match account {
-        Account::User(id) => Some(id),
-        Account::Email(_) => None,
-    };
-    let detail = if user_id.is_some() { "wrong password" } else { "no account has this email" };
-    audit::record(req, Record::of(req, Event::AuthnLoginFail).maybe_user(user_id).detail(detail)).await;
-    if auth.throttle.login_failed(account, email, &ip).await? {
-        audit_lock(req, user_id).await;
-    }
-    Ok(())
-}
-
-/// A wrong proof of identity by `user_id` other than the login form's password (a
-/// re-authentication, a second-factor code): audited as `event`, counted against the account,
-/// and the lock audited when this failure locks it.
-pub async fn proof_failed(
-    req: &HttpRequest,
-    user_id: i32,
-    event: Event,
-    detail: &str,
-) -> Result<(), AuthError> {
-    let auth = Auth::of(req)?;
-    audit::record(req, Record::of(req, event).user(user_id).detail(detail)).await;
-    if auth.throttle.account_failed(user_id).await? {
-        audit_lock(req, Some(user_id)).await;
-    }
-    Ok(())
-}
-
-/// This failure locked the account: audited, and the application told (to warn the owner).
-async fn audit_lock(req: &HttpRequest, user_id: Option<i32>) {
-    log::warn!("password login locked for an account after too many failures");
-    let record =
-        Record::of(req, Event::AuthnLoginLock).maybe_user(user_id).detail("too many consecutive failures");
-    audit::record(req, record).await;
-    if let (Ok(auth), Some(user_id)) = (Auth::of(req), user_id) {
-        if let Some(hook) = &auth.lock_hook {
-            hook(req, user_id);
-        }
-    }
-}
-
-/// A verdict as the request's answer: nothing, or the error that says when to come back. A
-/// refusal is audited (`excess_rate_limit_exceeded`, for `action`, of `user_id` when known).
-pub async fn enforce(
-    req: &HttpRequest,
-    verdict: Verdict,
-    action: &str,
-    user_id: Option<i32>,
-) -> Result<(), AuthError> {
-    let error = match verdict {
-        Verdict::Allowed => return Ok(()),
-        Verdict::Wait(wait) => AuthError::Throttled(wait),
-        Verdict::Locked => AuthError::Locked,
-    };
-    log::info!("throttled: {action} ({verdict:?})");
-    let detail = match verdict {
-        Verdict::Locked => format!("{action}: locked"),
-        _ => format!("{action}: wait {}s", error.retry_after().unwrap_or(0)),
-    };
-    audit::record(req, Record::of(req, Event::ExcessRateLimitExceeded).maybe_user(user_id).detail(detail))
-        .await;
-    Err(error)
-}
-
 /// How long until a window with `count` events is open again, if it is over `limit`.
 fn window_wait(count: Count, limit: Limit, now: i64) -> Option<Duration> {
     if count.count < limit.count {
@@ -640,6 +547,15 @@ fn to_delta(duration: Duration) -> TimeDelta {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<ThrottleError> for AuthError {
+    fn from(error: ThrottleError) -> Self {
+        match error {
+            ThrottleError::Database(error) => Self::Database(error),
+            redis @ ThrottleError::Redis(_) => Self::Unavailable(redis.into()),
+        }
+    }
 }
 
 #[cfg(test)]
