@@ -5,9 +5,13 @@
 //! `ALERT_WEBHOOK_URL`, a JSON POST with bounded retries.
 //!
 //! Nothing here runs on a request's path: the auth layer's event observer hands each event to
-//! a channel (a send that never blocks, callable from the blocking pool), and one task per
-//! instance counts and raises. One burst raises one alert per rule, subject and window.
+//! a bounded channel (a send that never blocks, callable from the blocking pool), and one task
+//! per instance counts and raises. When a flood outruns the task (forged forms cost an
+//! attacker nothing), events beyond `BACKLOG` are dropped and counted in the log rather than
+//! held in memory: the rules have long since fired by then. One burst raises one alert per
+//! rule, subject and window.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +27,8 @@ use crate::db::schema::alerts;
 use crate::db::{self, Pool};
 use crate::settings::AlertSettings;
 
+/// Events waiting for the rules at most; more are dropped.
+const BACKLOG: usize = 4096;
 /// Attempts at delivering one alert to the webhook.
 const WEBHOOK_ATTEMPTS: u32 = 4;
 /// The longest a webhook may take to answer.
@@ -41,16 +47,19 @@ struct Signal {
 /// Hands events to the rules' task.
 #[derive(Clone)]
 pub struct Alerts {
-    signals: mpsc::UnboundedSender<Signal>,
+    signals: mpsc::Sender<Signal>,
+    /// Events dropped because the backlog was full, not yet logged.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Alerts {
     /// Starts the rules' task for `settings`.
     pub fn spawn(pool: Pool, settings: AlertSettings) -> Self {
-        let (signals, received) = mpsc::unbounded_channel();
+        let (signals, received) = mpsc::channel(BACKLOG);
         let webhook = settings.webhook.as_ref().map(|url| Webhook::new(url.expose()));
-        tokio::spawn(Rules { pool, settings, webhook }.run(received));
-        Self { signals }
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(Rules { pool, settings, webhook, dropped: Arc::clone(&dropped) }.run(received));
+        Self { signals, dropped }
     }
 
     /// Tells the rules of an event, if a rule watches it (see `Auth::with_event_observer`).
@@ -58,8 +67,11 @@ impl Alerts {
         let watched =
             FAILURES.contains(&event) || matches!(event, Event::SessionProtection | Event::CsrfFail);
         if watched {
-            // Fails only when the task has stopped (the server is stopping).
-            let _ = self.signals.send(Signal { event, user_id: record.user_id, ip: record.ip.clone() });
+            let signal = Signal { event, user_id: record.user_id, ip: record.ip.clone() };
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.signals.try_send(signal) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            // Closed: the task has stopped with the server.
         }
     }
 }
@@ -121,11 +133,16 @@ struct Rules {
     pool: Pool,
     settings: AlertSettings,
     webhook: Option<Webhook>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Rules {
-    async fn run(self, mut received: mpsc::UnboundedReceiver<Signal>) {
+    async fn run(self, mut received: mpsc::Receiver<Signal>) {
         while let Some(signal) = received.recv().await {
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                log::warn!(target: "alert", "{dropped} security event(s) not judged: the alert rules fell behind");
+            }
             if let Err(error) = self.judge(signal).await {
                 log::warn!("alert rules: {}", latchkey_auth::cause_chain(&error));
             }
