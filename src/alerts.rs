@@ -1,8 +1,16 @@
 //! Alert rules over the audit events: a burst of failures on one account
 //! (`ALERT_ACCOUNT_FAILURES`) or from one client address (`ALERT_IP_FAILURES`), a session
-//! protection trigger, and a burst of refused forms (`ALERT_CSRF_FAILURES`). An alert is a
-//! WARN line under target `alert`, a row of `alerts` (the admin page lists them), and, with
-//! `ALERT_WEBHOOK_URL`, a JSON POST with bounded retries.
+//! protection trigger, a burst of refused forms (`ALERT_CSRF_FAILURES`), and a sign-in from a
+//! new device. An alert is a WARN line under target `alert`, a row of `alerts` (the admin page
+//! lists them), and, with `ALERT_WEBHOOK_URL`, a JSON POST with bounded retries.
+//!
+//! A device is new when none of the account's sign-ins in the last `NEW_DEVICE_WINDOW` came
+//! from the same browser, operating system and IP network (/24 for IPv4, /48 for IPv6). It is
+//! judged from the audit log on the server, since logging out clears every cookie a browser
+//! could be recognised by. An account's first sign-in in the window (its registration, or a
+//! return after a long absence) has nothing to compare with and makes its device known. A new
+//! device also gets an `authn_login_new_device` event and an email to the account's owner,
+//! with a link to their devices.
 //!
 //! Nothing here runs on a request's path: the auth layer's event observer hands each event to
 //! a bounded channel (a send that never blocks, callable from the blocking pool), and one task
@@ -25,6 +33,9 @@ use tokio::sync::mpsc;
 
 use crate::db::schema::alerts;
 use crate::db::{self, Pool};
+use crate::http::device_family;
+use crate::mail::{with_client, Mailer};
+use crate::models::User;
 use crate::settings::AlertSettings;
 
 /// Events waiting for the rules at most; more are dropped.
@@ -37,11 +48,16 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events that count as a failed proof of identity.
 const FAILURES: [Event; 3] = [Event::AuthnLoginFail, Event::AuthnMfaFail, Event::AuthnReauthFail];
 
+/// Earlier sign-ins the new-device rule compares a sign-in with, at most.
+const DEVICE_HISTORY: i64 = 200;
+
 /// What the rules are told of an event.
 struct Signal {
     event: Event,
+    at: NaiveDateTime,
     user_id: Option<i32>,
     ip: Option<String>,
+    user_agent: Option<String>,
 }
 
 /// Hands events to the rules' task.
@@ -53,21 +69,29 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// Starts the rules' task for `settings`.
-    pub fn spawn(pool: Pool, settings: AlertSettings) -> Self {
+    /// Starts the rules' task for `settings`; `mail` writes the new-device emails.
+    pub fn spawn(pool: Pool, settings: AlertSettings, mail: (Mailer, tera::Tera)) -> Self {
         let (signals, received) = mpsc::channel(BACKLOG);
         let webhook = settings.webhook.as_ref().map(|url| Webhook::new(url.expose()));
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(Rules { pool, settings, webhook, dropped: Arc::clone(&dropped) }.run(received));
+        let (mailer, tera) = mail;
+        let rules = Rules { pool, settings, webhook, dropped: Arc::clone(&dropped), mailer, tera };
+        tokio::spawn(rules.run(received));
         Self { signals, dropped }
     }
 
     /// Tells the rules of an event, if a rule watches it (see `Auth::with_event_observer`).
     pub fn observe(&self, event: Event, record: &Record) {
-        let watched =
-            FAILURES.contains(&event) || matches!(event, Event::SessionProtection | Event::CsrfFail);
+        let watched = FAILURES.contains(&event)
+            || matches!(event, Event::SessionProtection | Event::CsrfFail | Event::AuthnLoginSuccess);
         if watched {
-            let signal = Signal { event, user_id: record.user_id, ip: record.ip.clone() };
+            let signal = Signal {
+                event,
+                at: record.at,
+                user_id: record.user_id,
+                ip: record.ip.clone(),
+                user_agent: record.user_agent.clone(),
+            };
             if let Err(mpsc::error::TrySendError::Full(_)) = self.signals.try_send(signal) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -81,7 +105,8 @@ impl Alerts {
 #[diesel(table_name = alerts)]
 pub struct Alert {
     pub at: NaiveDateTime,
-    /// `account_failures`, `ip_failures`, `session_protection` or `csrf_failures`.
+    /// `account_failures`, `ip_failures`, `session_protection`, `csrf_failures` or
+    /// `new_device`.
     pub rule: String,
     /// What the rule watched: `user:<id>`, `ip:<address>` or `site`.
     pub subject: String,
@@ -134,6 +159,8 @@ struct Rules {
     settings: AlertSettings,
     webhook: Option<Webhook>,
     dropped: Arc<AtomicU64>,
+    mailer: Mailer,
+    tera: tera::Tera,
 }
 
 impl Rules {
@@ -183,6 +210,9 @@ impl Rules {
             let subject = format!("user:{user}");
             self.raise("session_protection", subject, detail, &signal, Duration::from_secs(60)).await?;
         }
+        if let (Event::AuthnLoginSuccess, Some(user_id)) = (signal.event, signal.user_id) {
+            self.judge_device(user_id, &signal).await?;
+        }
         if signal.event == Event::CsrfFail {
             let limit = self.settings.csrf_failures;
             let since = now - delta(limit.window);
@@ -193,6 +223,48 @@ impl Rules {
                 let detail = format!("{count} forms refused by the CSRF check in {}", window(limit));
                 self.raise("csrf_failures", "site".to_owned(), detail, &signal, limit.window).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// A sign-in of `user_id`: from a new device unless an earlier sign-in in the window came
+    /// from the same one, or there is none to compare with.
+    async fn judge_device(&self, user_id: i32, signal: &Signal) -> Result<(), db::DbError> {
+        let window = (signal.at - delta(self.settings.new_device_window), signal.at);
+        let earlier = db::run(&self.pool, move |conn| {
+            audit::of_user_between(conn, (Event::AuthnLoginSuccess, user_id), window, DEVICE_HISTORY)
+        })
+        .await?;
+        let device = Device::of(signal.ip.as_deref(), signal.user_agent.as_deref());
+        let known = earlier.is_empty()
+            || earlier
+                .iter()
+                .any(|event| Device::of(event.ip.as_deref(), event.user_agent.as_deref()) == device);
+        if known {
+            return Ok(());
+        }
+        let detail = format!("account #{user_id} signed in from a new device: {device}");
+        self.raise("new_device", format!("user:{user_id}"), detail, signal, Duration::ZERO).await?;
+        let mut record = Record::new(Event::AuthnLoginNewDevice).user(user_id).detail(device.to_string());
+        record.ip = signal.ip.clone();
+        record.user_agent = signal.user_agent.clone();
+        let Some(user) = db::run(&self.pool, move |conn| {
+            record.insert(conn)?;
+            User::find(conn, user_id)
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+        let mut context = tera::Context::new();
+        context.insert("email", &user.email);
+        let window = crate::error::wait_in_words(self.settings.new_device_window.as_secs());
+        context.insert("window", &format!("in the last {window}"));
+        let ip = signal.ip.as_deref().unwrap_or("unknown");
+        let context = with_client(context, signal.at, ip, signal.user_agent.as_deref());
+        match self.mailer.write(&self.tera, "new_device", &user.email, context) {
+            Ok(letter) => self.mailer.send(&self.pool, letter).await,
+            Err(error) => log::warn!("new-device email not written: {error:?}"),
         }
         Ok(())
     }
@@ -274,6 +346,44 @@ impl Webhook {
             }
         }
         log::error!("alert webhook: gave up on the {} alert after {WEBHOOK_ATTEMPTS} attempts", alert.rule);
+    }
+}
+
+/// What recognises a device across its sign-ins: browser and operating system (not their
+/// versions) and the IP network.
+#[derive(PartialEq, Eq)]
+struct Device {
+    browser: String,
+    os: String,
+    network: String,
+}
+
+impl Device {
+    fn of(ip: Option<&str>, user_agent: Option<&str>) -> Self {
+        let (browser, os) = device_family(user_agent);
+        Self { browser, os, network: network(ip) }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on {}, network {}", self.browser, self.os, self.network)
+    }
+}
+
+/// The network of an address: its /24 (IPv4) or /48 (IPv6), where a device's address moves
+/// within a home or an office.
+fn network(ip: Option<&str>) -> String {
+    match ip.and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).map(|ip| ip.to_canonical()) {
+        Some(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        None => "unknown".to_owned(),
     }
 }
 

@@ -112,12 +112,41 @@ impl From<tera::Error> for AppError {
     }
 }
 
-/// "45 seconds", "3 minutes": a wait as a person reads it (rounded up).
+/// Redis did not answer: marks a cause so that [`failed_store`] can name the store.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis did not answer")]
+pub struct RedisDown(#[source] pub anyhow::Error);
+
+/// The backing store whose failure `error` is (`database` or `redis`), when it is one (a
+/// session store's own failures are told apart by `pages::ErrorPages`, which knows the store).
+pub fn failed_store(error: &actix_web::Error) -> Option<&'static str> {
+    let cause = match (error.as_error::<AppError>(), error.as_error::<AuthError>()) {
+        (Some(AppError::Unavailable(cause)), _) | (_, Some(AuthError::Unavailable(cause))) => cause,
+        (_, Some(AuthError::Database(db))) if db.is_transient() => return Some("database"),
+        _ => return None,
+    };
+    cause.chain().find_map(|cause| {
+        if cause.is::<DbError>() || cause.is::<diesel::r2d2::PoolError>() {
+            Some("database")
+        } else if cause.is::<RedisDown>()
+            || matches!(cause.downcast_ref(), Some(latchkey_auth::throttle::ThrottleError::Redis(_)))
+        {
+            Some("redis")
+        } else {
+            None
+        }
+    })
+}
+
+/// "45 seconds", "3 minutes", "24 hours", "90 days": a wait as a person reads it (rounded
+/// up).
 pub fn wait_in_words(seconds: u64) -> String {
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
     match seconds {
         0..=90 => plural(seconds.max(1), "second"),
-        _ => plural(seconds.div_ceil(60), "minute"),
+        91..=5_400 => plural(seconds.div_ceil(60), "minute"),
+        5_401..=172_800 => plural(seconds.div_ceil(3_600), "hour"),
+        _ => plural(seconds.div_ceil(86_400), "day"),
     }
 }
 

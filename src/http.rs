@@ -58,7 +58,7 @@ impl SecurityHeaders {
         let private = carries_token || is_private(&res, self.session_cookie);
         secure(res.headers_mut(), self.production, private);
         if carries_token {
-            // The page of a reset link: no link or resource it loads learns the token.
+            // The page of a link sent by email: no link or resource it loads learns the token.
             res.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
         }
         Ok(res)
@@ -106,8 +106,8 @@ pub fn secure(headers: &mut HeaderMap, production: bool, private: bool) {
     }
 }
 
-/// Paths whose last segment is a secret token (a password-reset link).
-const TOKEN_PATHS: &[&str] = &["/password/reset/"];
+/// Paths whose last segment is a secret token (a password-reset or email-confirmation link).
+const TOKEN_PATHS: &[&str] = &["/password/reset/", "/email/confirm/"];
 
 /// The prefix of `path` if it carries a token after it.
 fn token_path(path: &str) -> Option<&'static str> {
@@ -122,19 +122,43 @@ pub fn redact_token_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How the site writes a moment for people, in pages and mail: "5 December 2026, 09:30 UTC".
+pub const DATE_FORMAT: &str = "%-d %B %Y, %H:%M UTC";
+
 /// Browser and operating system names from a user agent, for people to recognise devices.
 pub fn describe_user_agent(user_agent: Option<&str>) -> (String, String) {
-    let parsed = user_agent.and_then(|ua| woothee::parser::Parser::new().parse(ua));
-    match parsed {
-        Some(result) if result.name != "UNKNOWN" => {
+    match parse_user_agent(user_agent) {
+        Some(result) => {
             let browser = if result.version.is_empty() || result.version == "UNKNOWN" {
                 result.name.to_owned()
             } else {
                 format!("{} {}", result.name, result.version)
             };
-            let os = if result.os == "UNKNOWN" { "Unknown system".to_owned() } else { result.os.to_owned() };
-            (browser, os)
+            (browser, os_name(&result))
         }
-        _ => ("Unknown browser".to_owned(), "Unknown system".to_owned()),
+        None => ("Unknown browser".to_owned(), "Unknown system".to_owned()),
+    }
+}
+
+/// The browser (without its version, which updates change) and operating system of a user
+/// agent: what stays the same for one device.
+pub fn device_family(user_agent: Option<&str>) -> (String, String) {
+    match parse_user_agent(user_agent) {
+        Some(result) => (result.name.to_owned(), os_name(&result)),
+        None => ("Unknown browser".to_owned(), "Unknown system".to_owned()),
+    }
+}
+
+fn parse_user_agent(user_agent: Option<&str>) -> Option<woothee::parser::WootheeResult<'_>> {
+    user_agent
+        .and_then(|ua| woothee::parser::Parser::new().parse(ua))
+        .filter(|result| result.name != "UNKNOWN")
+}
+
+fn os_name(result: &woothee::parser::WootheeResult<'_>) -> String {
+    if result.os == "UNKNOWN" {
+        "Unknown system".to_owned()
+    } else {
+        result.os.to_owned()
     }
 }

@@ -60,6 +60,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -72,7 +77,7 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
     throttled: Counter,
-    store_errors: Counter,
+    store_errors: Family<StoreLabels, Counter>,
     live_logins: Gauge,
     hash_wait: Histogram,
     hash_duration: Histogram,
@@ -91,7 +96,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let events = Family::<EventLabels, Counter>::default();
         let logins = Family::<OutcomeLabels, Counter>::default();
-        let (throttled, store_errors) = (Counter::default(), Counter::default());
+        let throttled = Counter::default();
+        let store_errors = Family::<StoreLabels, Counter>::default();
         let live_logins = Gauge::default();
         let hash_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let hash_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
@@ -118,7 +124,7 @@ impl Metrics {
         );
         registry.register(
             "store_errors",
-            "Answers that were 503 because the database or Redis failed",
+            "Answers that were 503 because a backing store failed, by store (database, redis)",
             store_errors.clone(),
         );
         registry.register(
@@ -179,6 +185,12 @@ impl Metrics {
         }
     }
 
+    /// Counts an answer that was 503 because `store` (`database`, `redis`) failed; see
+    /// `pages::ErrorPages`, which sees every error before it becomes a page.
+    pub fn count_store_error(&self, store: &str) {
+        self.store_errors.get_or_create(&StoreLabels { store: store.to_owned() }).inc();
+    }
+
     /// Middleware (for `from_fn`): counts and times every request.
     pub async fn track(
         self: Arc<Self>,
@@ -193,9 +205,6 @@ impl Metrics {
             Err(error) => (None, error.as_response_error().status_code()),
         };
         let route = route.unwrap_or_else(|| "unmatched".to_owned());
-        if status.as_u16() == 503 {
-            self.store_errors.inc();
-        }
         let labels = RequestLabels { route: route.clone(), method: method.clone(), status: status.as_u16() };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&RouteLabels { route, method }).observe(started.elapsed().as_secs_f64());

@@ -89,6 +89,9 @@ pub struct SessionPolicy {
     pub protection: Protection,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `REQUIRE_VERIFIED_EMAIL`: login-required pages ask for a confirmed email, and
+    /// registration answers the same for new and taken addresses.
+    pub require_verified_email: bool,
 }
 
 impl SessionPolicy {
@@ -123,6 +126,7 @@ impl SessionPolicy {
             trusted_proxies: self.trusted_proxies.clone(),
             timeout_warning: self.timeout_warning,
             reauth_window: self.reauth_window,
+            require_confirmed_email: self.require_verified_email,
         }
     }
 }
@@ -320,6 +324,11 @@ impl Settings {
                 }
             },
             trusted_proxies: parse_ips(get("TRUSTED_PROXIES"), "TRUSTED_PROXIES", &[])?,
+            require_verified_email: parse_bool_var(
+                get("REQUIRE_VERIFIED_EMAIL"),
+                "REQUIRE_VERIFIED_EMAIL",
+                false,
+            )?,
         };
         if sessions.absolute_timeout < sessions.idle_timeout {
             return Err(SettingsError::new("ABSOLUTE_TIMEOUT", "must not be shorter than IDLE_TIMEOUT"));
@@ -460,14 +469,14 @@ pub struct AlertSettings {
     pub ip_failures: Limit,
     /// Refused forms (CSRF) across the site.
     pub csrf_failures: Limit,
+    /// How far back a login's device is looked for among the account's earlier logins; a
+    /// device not seen in that time is new (an email and an alert).
+    pub new_device_window: Duration,
 }
 
 impl AlertSettings {
     fn from_vars<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Self, SettingsError> {
-        let limit = |var: &'static str, default: Limit| match get(var) {
-            None => Ok(default),
-            Some(raw) => parse_limit(raw).map_err(|reason| SettingsError::new(var, reason)),
-        };
+        let limit = |var: &'static str, default: Limit| parse_limit_var(get(var), var, default);
         const TEN_MINUTES: Duration = Duration::from_secs(600);
         let webhook = match get("ALERT_WEBHOOK_URL") {
             None => None,
@@ -479,6 +488,11 @@ impl AlertSettings {
             account_failures: limit("ALERT_ACCOUNT_FAILURES", Limit::new(10, TEN_MINUTES))?,
             ip_failures: limit("ALERT_IP_FAILURES", Limit::new(50, TEN_MINUTES))?,
             csrf_failures: limit("ALERT_CSRF_FAILURES", Limit::new(20, TEN_MINUTES))?,
+            new_device_window: parse_duration_var(
+                get("NEW_DEVICE_WINDOW"),
+                "NEW_DEVICE_WINDOW",
+                Duration::from_secs(90 * 86_400),
+            )?,
         })
     }
 }
@@ -501,6 +515,8 @@ pub struct MailSettings {
     pub max_attempts: u32,
     /// How long a password-reset link works.
     pub reset_ttl: Duration,
+    /// How long a link that confirms an email address works.
+    pub confirm_ttl: Duration,
 }
 
 impl MailSettings {
@@ -533,6 +549,11 @@ impl MailSettings {
                 "PASSWORD_RESET_TTL",
                 Duration::from_secs(30 * 60),
             )?,
+            confirm_ttl: parse_duration_var(
+                get("EMAIL_CONFIRM_TTL"),
+                "EMAIL_CONFIRM_TTL",
+                Duration::from_secs(24 * 3600),
+            )?,
         })
     }
 }
@@ -540,10 +561,7 @@ impl MailSettings {
 /// The throttle's limits, each `THROTTLE_*` setting over its default.
 fn throttle_policy<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ThrottlePolicy, SettingsError> {
     let defaults = ThrottlePolicy::default();
-    let limit = |var: &'static str, default: Limit| match get(var) {
-        None => Ok(default),
-        Some(raw) => parse_limit(raw).map_err(|reason| SettingsError::new(var, reason)),
-    };
+    let limit = |var: &'static str, default: Limit| parse_limit_var(get(var), var, default);
     let policy = ThrottlePolicy {
         login_email_ip: limit("THROTTLE_LOGIN", defaults.login_email_ip)?,
         login_ip: limit("THROTTLE_LOGIN_IP", defaults.login_ip)?,
@@ -565,6 +583,21 @@ fn throttle_policy<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Throttl
         return Err(SettingsError::new("THROTTLE_SECOND_FACTOR", "must allow more than 5 attempts"));
     }
     Ok(policy)
+}
+
+/// A limit setting (`5/1m`), or `default` when unset.
+fn parse_limit_var(raw: Option<&str>, var: &'static str, default: Limit) -> Result<Limit, SettingsError> {
+    raw.map_or(Ok(default), |raw| parse_limit(raw).map_err(|reason| SettingsError::new(var, reason)))
+}
+
+/// `true` or `false`, or `default` when unset.
+fn parse_bool_var(raw: Option<&str>, var: &'static str, default: bool) -> Result<bool, SettingsError> {
+    match raw {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(SettingsError::new(var, format!("expected true or false, got {other:?}"))),
+    }
 }
 
 /// `N/duration`: at most N events per window, e.g. `5/1m`.

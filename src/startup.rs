@@ -117,8 +117,8 @@ impl Application {
             }
         };
         spawn_purger(pool.clone(), settings.clone());
-        let alerts = Alerts::spawn(pool.clone(), settings.alerts.clone());
         let mailer = Mailer::new(keys.outbox(previous_keys.as_ref()), &settings.public_url);
+        let alerts = Alerts::spawn(pool.clone(), settings.alerts.clone(), (mailer.clone(), tera.clone()));
         match mail::sender::spawn(pool.clone(), mailer.clone(), &settings.mail, production)? {
             Started::Smtp => log::info!("mail is sent through SMTP_URL"),
             Started::Files(dir) => {
@@ -298,7 +298,8 @@ pub async fn purge(pool: &Pool, settings: &Settings) -> Result<Purged, DbError> 
             + latchkey_auth::second_factor::PendingLogin::purge_expired(conn, now)?
             + latchkey_auth::passkeys::purge_expired(conn, now)?
             + latchkey_auth::throttle::purge_expired(conn, now)?
-            + PasswordReset::purge_expired(conn, now)?;
+            + PasswordReset::purge_expired(conn, now)?
+            + crate::models::EmailConfirmation::purge_expired(conn, now)?;
         let sessions =
             if sessions_in_database { latchkey_sessions::database::purge_expired_now(conn, now)? } else { 0 };
         let audit_events = latchkey_auth::audit::purge_older_than(conn, audit_cutoff)?

@@ -40,8 +40,15 @@ async fn create(pool: &Pool, settings: &Settings, email: &str, admin: bool) -> a
     let address = email.clone();
     let user = db::run(pool, move |conn| {
         conn.transaction(|conn| {
-            let user = NewUser { email: &address, password_hash: &hash, created_at: now, updated_at: now }
-                .insert(conn)?;
+            let user = NewUser {
+                email: &address,
+                password_hash: &hash,
+                created_at: now,
+                updated_at: now,
+                // The administrator vouches for the address.
+                email_confirmed_at: Some(now),
+            }
+            .insert(conn)?;
             User::set_admin(conn, user.id, admin)?;
             let detail = if admin { "an administrator, by the command line" } else { "by the command line" };
             Record::new(Event::UserCreated).user(user.id).detail(detail).insert(conn)?;

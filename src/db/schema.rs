@@ -35,6 +35,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    email_confirmations (token_hash) {
+        token_hash -> Text,
+        user_id -> Int4,
+        email -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     logins (id) {
         id -> Text,
         user_id -> Int4,
@@ -167,11 +177,13 @@ diesel::table! {
         credential_epoch -> Int8,
         is_admin -> Bool,
         disabled_at -> Nullable<Timestamp>,
+        email_confirmed_at -> Nullable<Timestamp>,
     }
 }
 
 diesel::joinable!(cart_items -> products (product_id));
 diesel::joinable!(cart_items -> users (user_id));
+diesel::joinable!(email_confirmations -> users (user_id));
 diesel::joinable!(logins -> users (user_id));
 diesel::joinable!(passkey_ceremonies -> users (user_id));
 diesel::joinable!(passkeys -> users (user_id));
@@ -184,6 +196,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     alerts,
     audit_events,
     cart_items,
+    email_confirmations,
     logins,
     outbox,
     passkey_ceremonies,

@@ -10,10 +10,11 @@ pub mod outbox;
 pub mod sender;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::USER_AGENT;
 use actix_web::HttpRequest;
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, TimeDelta, Utc};
 use latchkey_auth::sealing::Sealer;
 use latchkey_auth::Auth;
 use latchkey_db::DbConnection;
@@ -21,8 +22,8 @@ use tera::{Context, Tera};
 use tokio::sync::Notify;
 
 use crate::db::{self, Pool};
-use crate::error::AppError;
-use crate::http::describe_user_agent;
+use crate::error::{wait_in_words, AppError};
+use crate::http::{describe_user_agent, DATE_FORMAT};
 
 /// A message, rendered and addressed, not yet in the outbox.
 #[derive(Clone)]
@@ -37,6 +38,15 @@ impl std::fmt::Debug for Letter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Letter").field("subject", &self.subject).finish_non_exhaustive()
     }
+}
+
+/// A letter carrying a new single-use link (a path ending in a fresh token), not yet in the
+/// outbox; the caller stores the token's hash and posts the letter in one transaction.
+pub struct LinkLetter {
+    pub token: String,
+    pub letter: Letter,
+    pub now: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
 }
 
 /// Writes letters and posts them to the outbox; shared by every handler (in `AppState`) and
@@ -80,6 +90,24 @@ impl Mailer {
         })
     }
 
+    /// Renders `templates/email/<name>.txt` for `to` with a new link, `path` followed by a
+    /// fresh token (`link`), that works for `ttl` (`valid_for`, in words).
+    pub fn write_link(
+        &self,
+        tera: &Tera,
+        (name, to): (&str, &str),
+        (path, ttl): (&str, Duration),
+        mut context: Context,
+    ) -> Result<LinkLetter, AppError> {
+        let now = Utc::now().naive_utc();
+        let expires_at = now + TimeDelta::from_std(ttl).unwrap_or(TimeDelta::MAX);
+        let token = crate::models::new_link_token();
+        context.insert("link", &self.link(&format!("{path}{token}")));
+        context.insert("valid_for", &wait_in_words(ttl.as_secs()));
+        let letter = self.write(tera, name, to, context)?;
+        Ok(LinkLetter { token, letter, now, expires_at })
+    }
+
     /// A notice to `to` that `what` ("Your password was changed") just happened to their
     /// account, from this request's address and browser, with where to look if it was not
     /// them.
@@ -93,15 +121,22 @@ impl Mailer {
     ) -> Result<Letter, AppError> {
         let ip = Auth::of(req)?.client_ip(req);
         let agent = req.headers().get(USER_AGENT).and_then(|value| value.to_str().ok());
-        let (browser, os) = describe_user_agent(agent);
         let mut context = Context::new();
         context.insert("what", what);
         context.insert("detail", &detail);
-        context.insert("when", &chrono::Utc::now().format("%-d %B %Y, %H:%M UTC").to_string());
-        context.insert("ip", &ip);
-        context.insert("browser", &browser);
-        context.insert("os", &os);
-        self.write(tera, "notice", to, context)
+        self.write(tera, "notice", to, with_client(context, Utc::now().naive_utc(), &ip, agent))
+    }
+
+    /// Posts `letter` outside any other change; it never fails the caller: a letter that
+    /// cannot be posted is logged instead.
+    pub async fn send(&self, pool: &Pool, letter: Letter) {
+        let mailer = self.clone();
+        let now = Utc::now().naive_utc();
+        let subject = letter.subject.clone();
+        match db::run(pool, move |conn| mailer.post(conn, &letter, now)).await {
+            Ok(()) => self.wake(),
+            Err(error) => log::warn!("mail {subject:?} not posted: {}", latchkey_auth::cause_chain(&error)),
+        }
     }
 
     /// Posts a [`Mailer::notice`] of a change already made. It never fails the request: a
@@ -114,18 +149,9 @@ impl Mailer {
         to: &str,
         (what, detail): (&str, Option<&str>),
     ) {
-        let letter = match self.notice(tera, req, to, what, detail) {
-            Ok(letter) => letter,
-            Err(error) => {
-                log::warn!("notice {what:?} not written: {error:?}");
-                return;
-            }
-        };
-        let mailer = self.clone();
-        let now = chrono::Utc::now().naive_utc();
-        match db::run(pool, move |conn| mailer.post(conn, &letter, now)).await {
-            Ok(()) => self.wake(),
-            Err(error) => log::warn!("notice {what:?} not posted: {}", latchkey_auth::cause_chain(&error)),
+        match self.notice(tera, req, to, what, detail) {
+            Ok(letter) => self.send(pool, letter).await,
+            Err(error) => log::warn!("notice {what:?} not written: {error:?}"),
         }
     }
 
@@ -158,4 +184,15 @@ impl Mailer {
     fn open(&self, sealed: &str) -> Option<String> {
         self.sealer.open(sealed).and_then(|opened| String::from_utf8(opened.plain).ok())
     }
+}
+
+/// `context` with when and from where something happened, as the notices show it: `when`,
+/// `ip`, `browser` and `os`.
+pub fn with_client(mut context: Context, at: NaiveDateTime, ip: &str, user_agent: Option<&str>) -> Context {
+    let (browser, os) = describe_user_agent(user_agent);
+    context.insert("when", &at.format(DATE_FORMAT).to_string());
+    context.insert("ip", ip);
+    context.insert("browser", &browser);
+    context.insert("os", &os);
+    context
 }

@@ -1,12 +1,9 @@
 //! The `password_resets` table: one row per link sent, named by the SHA-256 of its token.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use latchkey_auth::registry::token_id;
 use latchkey_db::DbConnection;
-use rand::RngCore;
 
 use crate::db::schema::{password_resets, users};
 use crate::models::User;
@@ -24,13 +21,6 @@ pub struct PasswordReset {
 }
 
 impl PasswordReset {
-    /// A new token: 256 random bits, URL-safe.
-    pub fn new_token() -> String {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
     /// Records the link of `token` for `user`, valid until `expires_at`.
     pub fn issue(
         conn: &mut DbConnection,

@@ -23,6 +23,8 @@ pub struct User {
     pub is_admin: bool,
     /// When an administrator disabled the account: it cannot log in.
     pub disabled_at: Option<NaiveDateTime>,
+    /// When the owner confirmed the email address by following a link sent to it.
+    pub email_confirmed_at: Option<NaiveDateTime>,
 }
 
 impl fmt::Debug for User {
@@ -38,6 +40,8 @@ pub struct NewUser<'a> {
     pub password_hash: &'a str,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Set for an account whose address is vouched for (made by an administrator).
+    pub email_confirmed_at: Option<NaiveDateTime>,
 }
 
 impl NewUser<'_> {
@@ -102,10 +106,16 @@ impl User {
         .execute(conn)
     }
 
-    /// Changes the email (already normalised); a taken one fails with a unique violation.
-    pub fn set_email(conn: &mut DbConnection, id: i32, email: &str, now: NaiveDateTime) -> QueryResult<()> {
+    /// Makes `email` (already normalised, and just proved by a link sent to it) the user's
+    /// confirmed address; a taken one fails with a unique violation.
+    pub fn confirm_email(
+        conn: &mut DbConnection,
+        id: i32,
+        email: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
         diesel::update(users::table.find(id))
-            .set((users::email.eq(email), users::updated_at.eq(now)))
+            .set((users::email.eq(email), users::email_confirmed_at.eq(now), users::updated_at.eq(now)))
             .execute(conn)
             .map(drop)
     }
@@ -167,6 +177,10 @@ impl latchkey_auth::AuthUser for User {
 
     fn is_active(&self) -> bool {
         self.disabled_at.is_none()
+    }
+
+    fn email_confirmed(&self) -> bool {
+        self.email_confirmed_at.is_some()
     }
 
     fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>> {

@@ -3,6 +3,7 @@
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -16,6 +17,8 @@ use super::preferences::Preferences;
 use super::{render_error, render_error_in, Layout};
 use crate::auth::CurrentUser;
 use crate::error::{AppError, ErrorPage};
+use crate::metrics::Metrics;
+use crate::settings::SessionStoreKind;
 use crate::state::AppState;
 
 /// Middleware that turns every error response into the HTML error page, keeping every
@@ -69,9 +72,21 @@ where
             .as_ref()
             .map(|s| Preferences::from_request(req.request(), &s.keys.preferences, production))
             .unwrap_or_default();
+        let metrics = req.app_data::<web::Data<Arc<Metrics>>>().cloned();
         let service = Rc::clone(&self.service);
         Box::pin(async move {
-            match service.call(req).await {
+            let result = service.call(req).await;
+            if let (Some(metrics), Some(state)) = (&metrics, &state) {
+                // Every such failure is answered 503 (the session store's by `describe`).
+                let error = match &result {
+                    Ok(res) => res.response().error(),
+                    Err(error) => Some(error),
+                };
+                if let Some(store) = error.and_then(|error| failed_store(error, state)) {
+                    metrics.count_store_error(store);
+                }
+            }
+            match result {
                 Ok(res) if !needs_page(res.response()) => Ok(res.map_into_left_body()),
                 Ok(res) => {
                     let (status, page) = describe(res.response(), res.response().error());
@@ -158,6 +173,19 @@ fn describe<B>(response: &HttpResponse<B>, error: Option<&actix_web::Error>) -> 
         }
     }
     (status, page)
+}
+
+/// The store whose failure `error` is: the session store's backend for its own errors, else
+/// what the error's causes name.
+fn failed_store(error: &actix_web::Error, state: &AppState) -> Option<&'static str> {
+    if is_session_store_error(error) {
+        return match state.settings.session_store {
+            SessionStoreKind::Redis => Some("redis"),
+            SessionStoreKind::Database => Some("database"),
+            SessionStoreKind::Cookie => None,
+        };
+    }
+    crate::error::failed_store(error)
 }
 
 /// actix-session reports store failures as `InternalError<LoadError | SaveError | UpdateError>`

@@ -13,16 +13,17 @@ use latchkey_auth::audit::{self, Event, Record};
 use latchkey_auth::guard;
 use latchkey_auth::password::Password;
 use latchkey_auth::registry::Login;
-use latchkey_auth::{Auth, FormPage, LoginPolicy};
+use latchkey_auth::{Auth, FormPage, LoginPolicy, UnconfirmedAllowed};
 
 use crate::auth::{FreshLoginRequired, LoginRequired};
 use crate::db;
 use crate::error::AppError;
 use crate::http;
-use crate::http::describe_user_agent;
-use crate::models::User;
+use crate::http::{describe_user_agent, DATE_FORMAT};
+use crate::models::{EmailConfirmation, User};
 use crate::pages::{see_other, Page};
 use crate::routes::auth::{check_new_password, email_problem, normalise_email, FieldErrors};
+use crate::routes::email_confirmation::{limit_mail, ConfirmLink};
 use crate::state::AppState;
 use latchkey_auth::csrf::{CsrfForm, NoFields};
 
@@ -41,7 +42,9 @@ pub fn config(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(change_password)),
         )
         .service(
+            // Open to an unconfirmed address too: the way to correct a mistyped one.
             from("/account/email", "/account/email")
+                .app_data(UnconfirmedAllowed)
                 .route(http::get().to(email_form))
                 .route(web::post().to(change_email)),
         )
@@ -54,14 +57,23 @@ pub fn config(cfg: &mut web::ServiceConfig) {
 
 const DEVICES: &str = "/account/sessions";
 
-const DATE_FORMAT: &str = "%-d %B %Y, %H:%M UTC";
-
-async fn account(user: LoginRequired, page: Page) -> Result<HttpResponse, AppError> {
+async fn account(
+    user: LoginRequired,
+    page: Page,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let (user_id, email) = (user.id, user.email.clone());
+    let now = chrono::Utc::now().naive_utc();
+    let pending =
+        db::run(&state.pool, move |conn| EmailConfirmation::pending_change(conn, user_id, &email, now))
+            .await?;
     let mut context = Context::new();
     context.insert(
         "user",
         &serde_json::json!({
             "email": user.email,
+            "email_confirmed": user.email_confirmed_at.is_some(),
+            "pending_email": pending,
             "created_at": user.created_at.format("%-d %B %Y").to_string(),
         }),
     );
@@ -153,12 +165,23 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    pub(crate) fn of(
-        session: Login,
-        current_id: &str,
-        policy: &LoginPolicy,
-        now: chrono::NaiveDateTime,
-    ) -> Self {
+    /// `user`'s live `logins` as devices, `current` marked: live means within its timeouts,
+    /// and proved with the current credentials (a login whose password check raced a password
+    /// change is dead, even before its next request says so).
+    pub(crate) fn live(
+        logins: Vec<Login>,
+        user: &User,
+        current: &str,
+        (policy, now): (&LoginPolicy, chrono::NaiveDateTime),
+    ) -> Vec<Device> {
+        logins
+            .into_iter()
+            .filter(|login| policy.is_live(login, now) && login.credential_epoch == user.credential_epoch)
+            .map(|login| Device::of(login, current, policy, now))
+            .collect()
+    }
+
+    fn of(session: Login, current_id: &str, policy: &LoginPolicy, now: chrono::NaiveDateTime) -> Self {
         let (browser, os) = describe_user_agent(session.user_agent.as_deref());
         let fresh = policy.is_fresh(&session, now);
         Self {
@@ -187,13 +210,7 @@ async fn devices(
     let policy = Auth::of(page.request())?.policy();
     let now = chrono::Utc::now().naive_utc();
     let current = &user.login().id;
-    // Live: within its timeouts, and proved with the current credentials (a login whose
-    // password check raced a password change is dead, even before its next request says so).
-    let devices: Vec<Device> = logins
-        .into_iter()
-        .filter(|login| policy.is_live(login, now) && login.credential_epoch == user.credential_epoch)
-        .map(|login| Device::of(login, current, policy, now))
-        .collect();
+    let devices = Device::live(logins, &user, current, (policy, now));
     let mut context = Context::new();
     context.insert("devices", &devices);
     context.insert("others", &devices.iter().filter(|d| !d.current).count());
@@ -358,7 +375,10 @@ async fn email_form(user: FreshLoginRequired, page: Page) -> Result<HttpResponse
     page.render("account_email.html", email_context(&user.email, "", &FieldErrors::new()))
 }
 
-/// Changes the address the account logs in with; a taken or invalid one answers 422.
+/// Asks to change the address the account logs in with: a link goes to the new address, and
+/// the change applies when it is used (`routes::email_confirmation`); the old address is told
+/// now and again then. A taken or invalid address answers 422; mailing one address (or from
+/// one client) too often, 429.
 async fn change_email(
     CsrfForm(form): CsrfForm<EmailForm>,
     user: FreshLoginRequired,
@@ -380,30 +400,36 @@ async fn change_email(
     if new_email == user.email {
         return invalid("That is already your email address.");
     }
-    let (user_id, email) = (user.id, new_email.clone());
+    let lookup = new_email.clone();
+    if db::run(&state.pool, move |conn| User::find_by_email(conn, &lookup)).await?.is_some() {
+        return invalid("An account with this email already exists.");
+    }
+    limit_mail(page.request(), &new_email, user.id).await?;
+
+    let user_id = user.id;
     let now = chrono::Utc::now().naive_utc();
-    let record = Record::of(page.request(), Event::UserUpdated).user(user_id).detail("email address changed");
-    // The old address is told, so a hijacker who changes it cannot do so unseen.
-    let what = "Your email address was changed";
-    let notice = state.mailer.notice(&state.tera, page.request(), &user.email, what, Some(&new_email))?;
+    let link = ConfirmLink::write(&state, &new_email, Some(&user.email))?;
+    let record = Record::of(page.request(), Event::UserEmailChangeRequest).user(user_id);
+    // The old address is told, so a hijacker cannot move the account's mail away unseen.
+    let what = "A change of your email address was asked for";
+    let detail = format!("to {new_email}, once that address confirms it");
+    let notice = state.mailer.notice(&state.tera, page.request(), &user.email, what, Some(&detail))?;
     let mailer = state.mailer.clone();
-    match db::run(&state.pool, move |conn| {
+    db::run(&state.pool, move |conn| {
         conn.transaction(|conn| {
-            User::set_email(conn, user_id, &email, now)?;
+            link.post(conn, &mailer, user_id)?;
             mailer.post(conn, &notice, now)?;
             record.insert(conn)
         })
     })
-    .await
-    .map_err(AppError::from)
-    {
-        Ok(()) => {}
-        Err(AppError::UniqueViolation(_)) => return invalid("An account with this email already exists."),
-        Err(other) => return Err(other),
-    }
+    .await?;
     state.mailer.wake();
-    log::info!("user {user_id} changed their email address");
-    FlashMessage::success(format!("Your email address is now {new_email}.")).send();
+    log::info!("user {user_id} asked to change their email address");
+    FlashMessage::success(format!(
+        "We sent a link to {new_email}. Your address changes when you follow it, within {}.",
+        crate::error::wait_in_words(state.settings.mail.confirm_ttl.as_secs())
+    ))
+    .send();
     Ok(see_other("/account"))
 }
 

@@ -25,7 +25,7 @@ use crate::auth::AdminRequired;
 use crate::db;
 use crate::error::AppError;
 use crate::http;
-use crate::models::{PasswordReset, User};
+use crate::models::User;
 use crate::pages::{see_other, Page};
 use crate::routes::account::{activity_rows, Device};
 use crate::routes::password_reset::ResetLink;
@@ -137,11 +137,7 @@ async fn user_page(
     let locked = matches!(auth.throttle().check_account(id).await?, Verdict::Locked);
     let now = Utc::now().naive_utc();
     let policy = auth.policy();
-    let devices: Vec<Device> = logins
-        .into_iter()
-        .filter(|login| policy.is_live(login, now) && login.credential_epoch == user.credential_epoch)
-        .map(|login| Device::of(login, &admin.0.login().id, policy, now))
-        .collect();
+    let devices = Device::live(logins, &user, &admin.0.login().id, (policy, now));
     let mut context = Context::new();
     context.insert("account", &Account::from(&user));
     context.insert("is_self", &(user.id == admin.id));
@@ -236,7 +232,7 @@ async fn reset_password(
 ) -> Result<HttpResponse, AppError> {
     let user = account(&state, path.into_inner()).await?;
     // A real bcrypt hash of a random password: a login attempt costs what any other does.
-    let random = Password::new(PasswordReset::new_token());
+    let random = Password::new(crate::models::new_link_token());
     let hash = auth.hasher().hash(random).await?;
     let link = ResetLink::write(&state, &user, true)?;
     let (id, now, mailer) = (user.id, Utc::now().naive_utc(), state.mailer.clone());

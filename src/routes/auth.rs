@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
+use diesel::Connection;
 use serde::Deserialize;
 use tera::Context;
 use validator::ValidateEmail;
@@ -25,6 +26,7 @@ use crate::error::AppError;
 use crate::http;
 use crate::models::{NewUser, User};
 use crate::pages::{see_other, Page};
+use crate::routes::email_confirmation::{may_mail, ConfirmLink};
 use crate::state::AppState;
 use latchkey_auth::csrf::{CsrfForm, NoFields};
 
@@ -35,8 +37,13 @@ pub fn config(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(log_in))
         .route("/login/mfa", http::get().to(second_factor_form))
         .route("/login/mfa", web::post().to(second_factor))
-        .route("/reauth", http::get().to(reauth_form))
-        .route("/reauth", web::post().to(reauth))
+        .service(
+            // Proving who you are needs no confirmed address.
+            web::resource("/reauth")
+                .app_data(latchkey_auth::UnconfirmedAllowed)
+                .route(http::get().to(reauth_form))
+                .route(web::post().to(reauth)),
+        )
         .route("/logout", http::get().to(logout_page))
         .route("/logout", web::post().to(log_out));
 }
@@ -169,13 +176,35 @@ async fn register(
     let hash = Auth::of(page.request())?.hasher().hash(registration.password).await?;
     let email = registration.email.clone();
     let now = chrono::Utc::now().naive_utc();
+    let link = ConfirmLink::write(&state, &email, None)?;
+    let record = Record::of(page.request(), Event::UserCreated);
+    let mailer = state.mailer.clone();
     let created = db::run(&state.pool, move |conn| {
-        NewUser { email: &email, password_hash: &hash, created_at: now, updated_at: now }.insert(conn)
+        conn.transaction(|conn| {
+            let new = NewUser {
+                email: &email,
+                password_hash: &hash,
+                created_at: now,
+                updated_at: now,
+                email_confirmed_at: None,
+            };
+            let user = new.insert(conn)?;
+            record.user(user.id).insert(conn)?;
+            link.post(conn, &mailer, user.id)?;
+            Ok(user)
+        })
     })
     .await
     .map_err(AppError::from);
+    // With confirmation required, a new address and a taken one get the same page, and
+    // nobody is logged in: the form cannot tell anyone which addresses have accounts.
+    let required = state.settings.sessions.require_verified_email;
     let user = match created {
         Ok(user) => user,
+        Err(AppError::UniqueViolation(_)) if required => {
+            tell_owner_of_attempt(page.request(), &state, &registration.email).await?;
+            return registered(&page, &state, &registration.email);
+        }
         Err(AppError::UniqueViolation(_)) => {
             let errors =
                 FieldErrors::from([("email", vec!["An account with this email already exists.".into()])]);
@@ -183,12 +212,42 @@ async fn register(
         }
         Err(other) => return Err(other),
     };
-
-    guard::record(page.request(), Record::of(page.request(), Event::UserCreated).user(user.id)).await;
-    latchkey_auth::log_in(page.request(), &user, false).await?;
+    state.mailer.wake();
     log::info!("user {} registered", user.id);
-    FlashMessage::success("Welcome! Your account has been created and you are logged in.").send();
+    if required {
+        return registered(&page, &state, &user.email);
+    }
+    latchkey_auth::log_in(page.request(), &user, false).await?;
+    FlashMessage::success(format!(
+        "Welcome! Your account has been created and you are logged in. To confirm your address, follow the link we sent to {}.",
+        user.email
+    ))
+    .send();
     Ok(see_other(next::target(&next)))
+}
+
+/// The answer to a registration when addresses must be confirmed: "check your email", the
+/// same whether the address was new or already had an account.
+fn registered(page: &Page, state: &AppState, email: &str) -> Result<HttpResponse, AppError> {
+    let mut context = Context::new();
+    context.insert("email", email);
+    context.insert("valid_for", &crate::error::wait_in_words(state.settings.mail.confirm_ttl.as_secs()));
+    page.render("register_sent.html", context)
+}
+
+/// Tells the owner of `email` that someone tried to register with it (at most
+/// `THROTTLE_EMAIL` such mails per address; beyond, nothing is sent and the page is the same).
+async fn tell_owner_of_attempt(req: &HttpRequest, state: &AppState, email: &str) -> Result<(), AppError> {
+    if !may_mail(req, email).await? {
+        log::info!("registration with a taken address: too many mails to it lately; none sent");
+        return Ok(());
+    }
+    let ip = Auth::of(req)?.client_ip(req);
+    let agent = req.headers().get(actix_web::http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let context = crate::mail::with_client(Context::new(), chrono::Utc::now().naive_utc(), &ip, agent);
+    let letter = state.mailer.write(&state.tera, "register_attempt", email, context)?;
+    state.mailer.send(&state.pool, letter).await;
+    Ok(())
 }
 
 // ---- log in ---------------------------------------------------------------------------------

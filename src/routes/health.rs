@@ -3,7 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use crate::db;
-use crate::error::AppError;
+use crate::error::{AppError, RedisDown};
 use crate::http;
 use crate::state::AppState;
 
@@ -20,7 +20,7 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     db::ping(&state.pool).await.map_err(AppError::unavailable)?;
     if let Some(redis) = &state.redis {
-        redis.ping().await.map_err(AppError::unavailable)?;
+        redis.ping().await.map_err(|error| AppError::unavailable(RedisDown(error)))?;
     }
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ready"))
 }

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod email_confirmation;
 pub mod health;
 pub mod pages;
 pub mod passkeys;
@@ -22,6 +23,7 @@ pub fn config(cfg: &mut ServiceConfig) {
         .configure(account::config)
         .configure(admin::config)
         .configure(password_reset::config)
+        .configure(email_confirmation::config)
         .configure(security::config)
         .configure(passkeys::config)
         .configure(session::config)

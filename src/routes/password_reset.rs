@@ -7,7 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
-use chrono::{NaiveDateTime, TimeDelta, Utc};
+use chrono::{NaiveDateTime, Utc};
 use diesel::Connection;
 use serde::Deserialize;
 use tera::Context;
@@ -24,7 +24,7 @@ use latchkey_db::DbConnection;
 use crate::db;
 use crate::error::{wait_in_words, AppError};
 use crate::http;
-use crate::mail::{Letter, Mailer};
+use crate::mail::{LinkLetter, Mailer};
 use crate::models::{PasswordReset, User};
 use crate::pages::{see_other, Page};
 use crate::routes::auth::{check_new_password, email_problem, normalise_email, FieldErrors};
@@ -141,33 +141,24 @@ async fn send_link(req: &HttpRequest, state: &AppState, auth: &Auth, email: &str
 }
 
 /// A reset link's token and the letter that carries it, not yet stored.
-pub struct ResetLink {
-    token: String,
-    letter: Letter,
-    now: NaiveDateTime,
-    expires_at: NaiveDateTime,
-}
+pub struct ResetLink(LinkLetter);
 
 impl ResetLink {
     /// A new link for `user`, and its letter; `by_admin` says an administrator asked for it.
     pub fn write(state: &AppState, user: &User, by_admin: bool) -> Result<Self, AppError> {
-        let now = Utc::now().naive_utc();
-        let expires_at = now + TimeDelta::from_std(state.settings.mail.reset_ttl).unwrap_or(TimeDelta::MAX);
-        let token = PasswordReset::new_token();
         let mut context = Context::new();
         context.insert("email", &user.email);
-        context.insert("valid_for", &valid_for(state));
         context.insert("by_admin", &by_admin);
-        context.insert("link", &state.mailer.link(&format!("/password/reset/{token}")));
-        let letter = state.mailer.write(&state.tera, "password_reset", &user.email, context)?;
-        Ok(Self { token, letter, now, expires_at })
+        let link = ("/password/reset/", state.settings.mail.reset_ttl);
+        Ok(Self(state.mailer.write_link(&state.tera, ("password_reset", &user.email), link, context)?))
     }
 
     /// Stores the link and posts its letter, in the caller's transaction; wake the mailer
     /// once it commits.
     pub fn post(&self, conn: &mut DbConnection, mailer: &Mailer, user: &User) -> diesel::QueryResult<()> {
-        PasswordReset::issue(conn, &self.token, user, self.now, self.expires_at)?;
-        mailer.post(conn, &self.letter, self.now)
+        let LinkLetter { token, letter, now, expires_at } = &self.0;
+        PasswordReset::issue(conn, token, user, *now, *expires_at)?;
+        mailer.post(conn, letter, *now)
     }
 }
 

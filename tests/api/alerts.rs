@@ -175,3 +175,66 @@ async fn protection_triggers_and_csrf_bursts_raise_alerts() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+const FIREFOX_LINUX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const FIREFOX_LINUX_NEWER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:129.0) Gecko/20100101 Firefox/129.0";
+const CHROME_WINDOWS: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
+const NEW_DEVICE: &str = "latchkey: a sign-in from a new device";
+
+/// Posts `form` from the browser `agent`, as the trusted proxy says `ip` sent it.
+async fn post_from(
+    app: &TestApp,
+    (agent, ip): (&str, &str),
+    path: &str,
+    form: &[(&str, &str)],
+) -> StatusCode {
+    let browser = app.new_browser_with_agent(agent);
+    let token = browser.csrf_token(path).await;
+    let request = browser.request(Method::POST, path).header("Origin", &browser.address);
+    let answer = request.header("X-Forwarded-For", ip).form(&with_token(form, &token)).send().await.unwrap();
+    answer.status()
+}
+
+/// A sign-in from a device the account has not used lately (browser and system, whatever
+/// their versions, and IP network) is mailed to the owner with a link to their devices, and
+/// raises one alert; a known device, another address in its network or a newer browser
+/// version does not.
+#[tokio::test]
+async fn a_sign_in_from_a_new_device_is_mailed_and_alerted() {
+    use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+    use latchkey::db::schema::audit_events;
+    let receiver = Receiver::start().await;
+    let vars = vec![("ALERT_WEBHOOK_URL", receiver.url.clone()), ("TRUSTED_PROXIES", "127.0.0.1".into())];
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Database, Options { vars, ..Options::default() }).await;
+    let email = "traveller@example.com";
+    let fields = [("email", email), ("password", PASSWORD), ("password_confirm", PASSWORD)];
+    // Registering signs in: the account's first device.
+    let status = post_from(&app, (FIREFOX_LINUX, "198.51.100.7"), "/register", &fields).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let login = [("email", email), ("password", PASSWORD)];
+    for device in [(FIREFOX_LINUX, "198.51.100.99"), (FIREFOX_LINUX_NEWER, "198.51.100.7")] {
+        assert_eq!(post_from(&app, device, "/login", &login).await, StatusCode::SEE_OTHER, "{device:?}");
+    }
+    assert_eq!(
+        post_from(&app, (CHROME_WINDOWS, "203.0.113.5"), "/login", &login).await,
+        StatusCode::SEE_OTHER
+    );
+
+    let mail = app.mail.wait_for(email, NEW_DEVICE, Duration::from_secs(10)).await;
+    for shown in ["Chrome", "Windows", "203.0.113.5", "/account/sessions", "in the last 90 days"] {
+        assert!(mail.body().contains(shown), "{shown}: {}", mail.body());
+    }
+    let alert = receiver.wait_for("new_device").await;
+    assert!(alert["detail"].as_str().unwrap().contains("203.0.113.0/24"), "{alert}");
+    // The known devices' sign-ins were judged before this one: nothing else came.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.mail.received_by(email).iter().filter(|m| m.subject() == NEW_DEVICE).count(), 1);
+    assert_eq!(receiver.count("new_device"), 1);
+    let recorded: i64 = audit_events::table
+        .filter(audit_events::event.eq("authn_login_new_device"))
+        .count()
+        .get_result(&mut app.connection())
+        .unwrap();
+    assert_eq!(recorded, 1, "on the owner's activity page");
+}

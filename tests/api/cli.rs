@@ -11,7 +11,7 @@ fn migrate_applies_the_migrations_once() {
 
     let first = latchkey(dir.path(), &vars, &["migrate"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(String::from_utf8_lossy(&first.stdout).contains("13 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("14 migration(s) applied"));
     assert!(dir.path().join("data/secret_key").exists(), "development secret generated");
 
     let second = latchkey(dir.path(), &vars, &["migrate"]);

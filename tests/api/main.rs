@@ -19,6 +19,7 @@ mod cli;
 mod csrf;
 mod devices;
 mod email;
+mod email_confirmation;
 mod example;
 mod http;
 mod key_rotation;

@@ -85,7 +85,28 @@ async fn throttled_requests_and_store_errors_are_counted() {
     // The metrics still answer while the database is down.
     let metrics = scrape(&app).await;
     proxy.restore();
-    assert!(sample(&metrics, "latchkey_store_errors_total").is_some_and(|n| n >= 1.0), "{metrics}");
+    let database = sample(&metrics, r#"latchkey_store_errors_total{store="database"}"#);
+    assert!(database.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(!metrics.contains(r#"store="redis""#), "{metrics}");
+}
+
+/// A session store in Redis that does not answer counts as Redis's errors.
+#[tokio::test]
+async fn store_errors_are_counted_by_store() {
+    let options = Options { redis_proxy: true, ..Options::default() };
+    let app = TestApp::spawn_with(Db::Sqlite, Store::Redis, options).await;
+    app.register("stored@example.com", PASSWORD).await;
+    let proxy = app.redis_proxy.as_ref().unwrap();
+    proxy.cut();
+    let started = std::time::Instant::now();
+    while app.get("/account").await.status() != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "Redis never failed");
+    }
+    let metrics = scrape(&app).await;
+    proxy.restore();
+    let redis = sample(&metrics, r#"latchkey_store_errors_total{store="redis"}"#);
+    assert!(redis.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(!metrics.contains(r#"store="database""#), "{metrics}");
 }
 
 /// From an address outside `METRICS_ALLOW` (as a trusted proxy reports it), only the token

@@ -109,33 +109,6 @@ async fn a_login_flagged_by_session_protection_must_prove_itself(app: TestApp) {
 }
 matrix!(a_login_flagged_by_session_protection_must_prove_itself);
 
-async fn the_email_changes_to_a_free_valid_address(app: TestApp) {
-    app.create_user("taken@example.com").await;
-    app.register("old@example.com", PASSWORD).await;
-    let app = &app;
-    let change = |new_email: &'static str| async move {
-        app.submit("/account/email", "/account/email", &[("new_email", new_email)]).await
-    };
-    for (new_email, message) in [
-        ("taken@example.com", "An account with this email already exists."),
-        ("TAKEN@example.com ", "An account with this email already exists."),
-        ("not an address", "Enter a valid email address."),
-        ("", "Enter your email address."),
-    ] {
-        let refused = change(new_email).await;
-        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{new_email:?}");
-        assert!(refused.text().await.unwrap().contains(message), "{new_email:?}");
-    }
-    let changed = change("New@Example.com").await;
-    assert_eq!(changed.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&changed), "/account");
-    assert!(app.get_html("/account").await.contains("new@example.com"));
-    let fresh = app.new_browser();
-    assert_eq!(fresh.login("old@example.com", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(fresh.login("new@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
-}
-matrix!(the_email_changes_to_a_free_valid_address);
-
 async fn deleting_the_account_removes_it_with_every_login_and_cart(app: TestApp) {
     app.create_user("leaving@example.com").await;
     let phone = app.new_browser();

@@ -97,6 +97,7 @@ macro_rules! events {
 
 events! {
     AuthnLoginSuccess => "authn_login_success", false, Some("Signed in");
+    AuthnLoginNewDevice => "authn_login_new_device", false, Some("Signed in from a new device (you were told by email)");
     AuthnLoginFail => "authn_login_fail", true, Some("Failed sign-in");
     AuthnLoginLock => "authn_login_lock", true, Some("Password sign-in locked after too many failures");
     AuthnMfaFail => "authn_mfa_fail", true, Some("Wrong second-factor code");
@@ -120,6 +121,8 @@ events! {
     CsrfFail => "csrf_fail", true, Some("A form was refused (CSRF check)");
     UserCreated => "user_created", false, Some("Account created");
     UserUpdated => "user_updated", false, Some("Account changed");
+    UserEmailConfirmed => "user_email_confirmed", false, Some("Email address confirmed");
+    UserEmailChangeRequest => "user_email_change_request", false, Some("Email change asked for: a link went to the new address");
     UserDeleted => "user_deleted", false, Some("Account deleted");
     AdminUserDisabled => "admin_user_disabled", false, Some("An administrator disabled the account");
     AdminUserEnabled => "admin_user_enabled", false, Some("An administrator enabled the account again");
@@ -322,6 +325,25 @@ pub fn recent_for_user(conn: &mut DbConnection, user_id: i32, limit: i64) -> Que
 /// The `limit` most recent events, newest first.
 pub fn recent(conn: &mut DbConnection, limit: i64) -> QueryResult<Vec<StoredEvent>> {
     audit_events::table
+        .order(audit_events::id.desc())
+        .limit(limit)
+        .select(StoredEvent::as_select())
+        .load(conn)
+}
+
+/// `user_id`'s `event`s at or after `since` and before `before`, newest first, at most
+/// `limit` (the new-device rule reads an account's recent sign-ins this way).
+pub fn of_user_between(
+    conn: &mut DbConnection,
+    (event, user_id): (Event, i32),
+    (since, before): (NaiveDateTime, NaiveDateTime),
+    limit: i64,
+) -> QueryResult<Vec<StoredEvent>> {
+    audit_events::table
+        .filter(audit_events::event.eq(event.name()))
+        .filter(audit_events::user_id.eq(user_id))
+        .filter(audit_events::at.ge(since))
+        .filter(audit_events::at.lt(before))
         .order(audit_events::id.desc())
         .limit(limit)
         .select(StoredEvent::as_select())

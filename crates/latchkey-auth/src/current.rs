@@ -219,7 +219,9 @@ impl<U: AuthUser> FromRequest for CurrentUser<U> {
 }
 
 /// A logged-in user (Flask-Login's `@login_required`): anonymous visitors get a 303 to
-/// `/login?next=<this path>`, or 401 when they prefer JSON. Derefs to the user.
+/// `/login?next=<this path>`, or 401 when they prefer JSON. When the policy requires a
+/// confirmed email and the user's is not, the answer is [`AuthError::EmailUnconfirmed`]
+/// (unless the resource is marked [`UnconfirmedAllowed`]). Derefs to the user.
 ///
 /// ```no_run
 /// # use latchkey_auth::{AuthUser, LoginRequired};
@@ -265,7 +267,15 @@ impl<U: AuthUser> FromRequest for LoginRequired<U> {
         let req = req.clone();
         Box::pin(async move {
             match CurrentUser::<U>::resolve(&req).await? {
-                CurrentUser::Authenticated(user) => Ok(LoginRequired(user)),
+                CurrentUser::Authenticated(user) => {
+                    let unconfirmed = !user.user.email_confirmed()
+                        && Auth::of(&req)?.policy.require_confirmed_email
+                        && req.app_data::<UnconfirmedAllowed>().is_none();
+                    if unconfirmed {
+                        return Err(AuthError::EmailUnconfirmed { wants_json: prefers_json(&req) });
+                    }
+                    Ok(LoginRequired(user))
+                }
                 CurrentUser::Anonymous => {
                     let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
                     Err(AuthError::LoginRequired { next, wants_json: prefers_json(&req) })
@@ -274,6 +284,20 @@ impl<U: AuthUser> FromRequest for LoginRequired<U> {
         })
     }
 }
+
+/// Resource data that lets a user whose email is not confirmed through [`LoginRequired`] and
+/// [`FreshLoginRequired`] when the policy requires confirmation: for the pages such a user
+/// still needs (asking for the link again, correcting the address, logging out).
+///
+/// ```
+/// use actix_web::web;
+/// # async fn resend() -> &'static str { "sent" }
+/// let resource = web::resource("/account/confirm-email")
+///     .app_data(latchkey_auth::UnconfirmedAllowed)
+///     .route(web::post().to(resend));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct UnconfirmedAllowed;
 
 /// A logged-in user whose login is fresh (Flask-Login's `@fresh_login_required`), for
 /// sensitive actions: changing the password or email, ending other logins, deleting the

@@ -4,6 +4,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use latchkey_db::DbError;
 
+/// Where [`AuthError::EmailUnconfirmed`] sends a browser: the application's page that says
+/// "confirm your email" and sends the link again.
+pub const CONFIRM_EMAIL_PAGE: &str = "/account/confirm-email";
+
 /// Why an auth extractor or operation did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -22,6 +26,14 @@ pub enum AuthError {
     ReauthRequired {
         /// The path and query to come back to once identity is proved again.
         next: String,
+        /// Whether the client prefers JSON (see [`crate::prefers_json`]).
+        wants_json: bool,
+    },
+    /// A user whose email is not confirmed asked for a login-required resource while the
+    /// policy requires confirmation ([`crate::LoginPolicy::require_confirmed_email`]): 303 to
+    /// [`CONFIRM_EMAIL_PAGE`], or 403 for a client that prefers JSON.
+    #[error("email not confirmed")]
+    EmailUnconfirmed {
         /// Whether the client prefers JSON (see [`crate::prefers_json`]).
         wants_json: bool,
     },
@@ -69,6 +81,9 @@ impl AuthError {
                 "Password login is locked for this account after too many failed attempts. Reset your password by email, or sign in with a passkey, to unlock it.",
             ),
             Self::Inactive => Some("This account is disabled. Contact the site's administrator."),
+            Self::EmailUnconfirmed { .. } => {
+                Some("Confirm your email address first: follow the link we sent you.")
+            }
             _ => None,
         }
     }
@@ -101,7 +116,9 @@ impl ResponseError for AuthError {
                 StatusCode::UNAUTHORIZED
             }
             Self::LoginRequired { wants_json: false, .. }
-            | Self::ReauthRequired { wants_json: false, .. } => StatusCode::SEE_OTHER,
+            | Self::ReauthRequired { wants_json: false, .. }
+            | Self::EmailUnconfirmed { wants_json: false } => StatusCode::SEE_OTHER,
+            Self::EmailUnconfirmed { wants_json: true } => StatusCode::FORBIDDEN,
             Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -131,6 +148,16 @@ impl ResponseError for AuthError {
                     return HttpResponse::Unauthorized().json(body);
                 }
                 return HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish();
+            }
+            Self::EmailUnconfirmed { wants_json: false } => {
+                return HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, CONFIRM_EMAIL_PAGE))
+                    .finish();
+            }
+            Self::EmailUnconfirmed { wants_json: true } => {
+                let body =
+                    serde_json::json!({ "error": "email not confirmed", "confirm": CONFIRM_EMAIL_PAGE });
+                return HttpResponse::Forbidden().json(body);
             }
             Self::CsrfRejected(reason) => log::warn!("CSRF check failed: {reason}"),
             Self::Database(_) | Self::Internal(_) | Self::Unavailable(_) => {

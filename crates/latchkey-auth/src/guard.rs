@@ -51,8 +51,19 @@ pub async fn record(req: &HttpRequest, record: Record) {
 impl Auth {
     /// [`record`], for callers without a request (background tasks).
     pub async fn record(&self, record: Record) {
-        if let Err(error) = latchkey_db::run(&self.pool, move |conn| record.insert(conn)).await {
-            log::warn!("an audit event could not be stored: {}", crate::cause_chain(&error));
+        let kept = record.clone();
+        match latchkey_db::run(&self.pool, move |conn| record.insert(conn)).await {
+            Ok(()) => {}
+            // The insert ran (and logged and told the observer) but failed.
+            Err(error @ latchkey_db::DbError::Query(_)) => {
+                log::warn!("an audit event could not be stored: {}", crate::cause_chain(&error));
+            }
+            // It never ran: the log line and the observer still hear of the event.
+            Err(error) => {
+                kept.log();
+                kept.notify();
+                log::warn!("an audit event could not be stored: {}", crate::cause_chain(&error));
+            }
         }
     }
 }

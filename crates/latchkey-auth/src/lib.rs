@@ -65,8 +65,9 @@ use actix_identity::IdentityMiddleware;
 
 pub use current::{
     prefers_json, Authenticated, CurrentUser, FormPage, FreshLoginRequired, LoginExpired, LoginRequired,
+    UnconfirmedAllowed,
 };
-pub use error::{cause_chain, AuthError};
+pub use error::{cause_chain, AuthError, CONFIRM_EMAIL_PAGE};
 pub use login::{
     begin_second_factor, complete_second_factor, end_other_logins, has_second_factor, log_in, log_out,
     pending_login, reauthenticate, renew_login, sign_in_with_passkey, verify_second_factor,

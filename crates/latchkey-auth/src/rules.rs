@@ -59,6 +59,10 @@ pub struct LoginPolicy {
     pub timeout_warning: Duration,
     /// A login is fresh this long after its last proof of identity ([`LoginPolicy::is_fresh`]).
     pub reauth_window: Duration,
+    /// Whether [`crate::LoginRequired`] refuses a user whose email is not confirmed
+    /// ([`crate::AuthUser::email_confirmed`]), except on resources marked
+    /// [`crate::UnconfirmedAllowed`].
+    pub require_confirmed_email: bool,
 }
 
 impl Default for LoginPolicy {
@@ -74,6 +78,7 @@ impl Default for LoginPolicy {
             trusted_proxies: Vec::new(),
             timeout_warning: Duration::from_secs(120),
             reauth_window: Duration::from_secs(15 * 60),
+            require_confirmed_email: false,
         }
     }
 }

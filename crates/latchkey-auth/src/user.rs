@@ -44,6 +44,15 @@ pub trait AuthUser: Send + 'static {
         true
     }
 
+    /// Whether the user has confirmed their email address. With
+    /// [`crate::LoginPolicy::require_confirmed_email`] on, a user who has not is sent by
+    /// [`crate::LoginRequired`] to the application's confirmation page (see
+    /// [`crate::AuthError::EmailUnconfirmed`]). Everyone has unless the application says
+    /// otherwise.
+    fn email_confirmed(&self) -> bool {
+        true
+    }
+
     /// The user with this id, if there still is one.
     fn load(conn: &mut DbConnection, id: i32) -> QueryResult<Option<Self>>
     where
