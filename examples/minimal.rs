@@ -13,7 +13,7 @@ diesel::table! { users { id -> Int4, email -> Text, password_hash -> Text, crede
 const USERS: &str = "CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL, credential_epoch BIGINT NOT NULL DEFAULT 0);";
 
-#[derive(Queryable)]
+#[derive(Clone, Queryable)]
 struct User(i32, String, String, i64); // id, email, password hash, credential epoch
 
 #[rustfmt::skip] // kept short: the example is meant to be read at a glance

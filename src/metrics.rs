@@ -79,6 +79,8 @@ pub struct Metrics {
     throttled: Counter,
     store_errors: Family<StoreLabels, Counter>,
     live_logins: Gauge,
+    login_cache_serving: Gauge,
+    login_cache_entries: Gauge,
     hash_wait: Histogram,
     hash_duration: Histogram,
     allow: Vec<IpAddr>,
@@ -99,6 +101,8 @@ impl Metrics {
         let throttled = Counter::default();
         let store_errors = Family::<StoreLabels, Counter>::default();
         let live_logins = Gauge::default();
+        let login_cache_serving = Gauge::default();
+        let login_cache_entries = Gauge::default();
         let hash_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let hash_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
@@ -117,6 +121,16 @@ impl Metrics {
             logins.clone(),
         );
         registry.register("security_events", "Audit events by name and outcome", events.clone());
+        registry.register(
+            "login_cache_serving",
+            "1 while this instance serves logins from its cache (its invalidation channel is up), else 0",
+            login_cache_serving.clone(),
+        );
+        registry.register(
+            "login_cache_entries",
+            "Logins held in this instance's login cache",
+            login_cache_entries.clone(),
+        );
         registry.register(
             "throttled_requests",
             "Requests refused by throttling (429, or a lock)",
@@ -151,6 +165,8 @@ impl Metrics {
             throttled,
             store_errors,
             live_logins,
+            login_cache_serving,
+            login_cache_entries,
             hash_wait,
             hash_duration,
             allow,
@@ -255,6 +271,8 @@ async fn scrape(
         }
         Err(error) => log::warn!("metrics: live logins not counted: {}", latchkey_auth::cause_chain(&error)),
     }
+    metrics.login_cache_serving.set(i64::from(auth.logins().is_serving()));
+    metrics.login_cache_entries.set(i64::try_from(auth.logins().len()).unwrap_or(i64::MAX));
     let mut body = String::new();
     encode(&mut body, &metrics.registry).map_err(AppError::internal)?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))

@@ -207,6 +207,9 @@ pub struct Settings {
     pub redis_url: Option<Secret>,
     /// How long a Redis command may take before the request answers 503.
     pub redis_timeout: Duration,
+    /// How long a verified login may be served from the login cache before the database is
+    /// asked again; `None` (`LOGIN_CACHE_TTL=off`) asks it on every request.
+    pub login_cache_ttl: Option<Duration>,
     pub session_store: SessionStoreKind,
     pub sessions: SessionPolicy,
     pub secret_key: SecretKey,
@@ -216,6 +219,11 @@ pub struct Settings {
     /// How long a stopping server (SIGTERM) lets requests in flight finish.
     pub shutdown_timeout: Duration,
     pub bcrypt_cost: u32,
+    /// Password hashes run on this many threads of their own (`HASH_THREADS`, one per core by
+    /// default) ...
+    pub hash_threads: usize,
+    /// ... behind a queue of this many places (`HASH_QUEUE`); past it a login answers 503.
+    pub hash_queue: usize,
     pub password_min_length: usize,
     /// The limits on guesses; `None` with `THROTTLE=off` (benchmarks only).
     pub throttle: Option<ThrottlePolicy>,
@@ -396,6 +404,20 @@ impl Settings {
             parse_duration_var(get("DATABASE_TIMEOUT"), "DATABASE_TIMEOUT", Duration::from_secs(2))?;
         let redis_timeout =
             parse_duration_var(get("REDIS_TIMEOUT"), "REDIS_TIMEOUT", Duration::from_secs(2))?;
+        let hash_threads =
+            parse_number(get("HASH_THREADS"), "HASH_THREADS", latchkey_auth::password::default_threads())?;
+        if hash_threads == 0 {
+            return Err(SettingsError::new("HASH_THREADS", "must be at least 1"));
+        }
+        let hash_queue = parse_number(
+            get("HASH_QUEUE"),
+            "HASH_QUEUE",
+            hash_threads * latchkey_auth::password::DEFAULT_QUEUE_PER_THREAD,
+        )?;
+        let login_cache_ttl = match get("LOGIN_CACHE_TTL") {
+            Some("off") => None,
+            raw => Some(parse_duration_var(raw, "LOGIN_CACHE_TTL", Duration::from_secs(10))?),
+        };
 
         let audit_retention =
             parse_duration_var(get("AUDIT_RETENTION"), "AUDIT_RETENTION", Duration::from_secs(90 * 86_400))?;
@@ -418,12 +440,15 @@ impl Settings {
             database_timeout,
             redis_url,
             redis_timeout,
+            login_cache_ttl,
             session_store,
             sessions,
             secret_key,
             secret_key_previous,
             shutdown_timeout,
             bcrypt_cost,
+            hash_threads,
+            hash_queue,
             password_min_length,
             throttle,
             audit_retention,

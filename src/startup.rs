@@ -10,6 +10,7 @@ use actix_web::middleware::{from_fn, Logger};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context as _;
+use latchkey_auth::cache::{Channel, LoginCache};
 use latchkey_auth::csrf;
 use latchkey_auth::passkeys::RelyingParty;
 use latchkey_auth::password::Hasher;
@@ -19,7 +20,7 @@ use latchkey_sessions::redis::RedisStore;
 use latchkey_sessions::{cookie_name, Backend, Lifecycle, SessionCookie, Store};
 
 use crate::alerts::{Alert, Alerts};
-use crate::db::{self, DbError, Pool};
+use crate::db::{self, DatabaseUrl, DbError, Pool};
 use crate::error::AppError;
 use crate::http::{self, SecurityHeaders};
 use crate::keys::Keys;
@@ -98,7 +99,9 @@ impl Application {
         let lifetimes = settings.sessions.lifetimes();
         let policy = settings.login_policy();
         let metrics = Metrics::new(settings.metrics_allow.clone(), settings.metrics_token.clone());
-        let hasher = Hasher::new(settings.bcrypt_cost).await?.with_observer(metrics.hash_observer());
+        let hasher = Hasher::with_threads(settings.bcrypt_cost, settings.hash_threads, settings.hash_queue)
+            .await?
+            .with_observer(metrics.hash_observer());
         let passkeys = RelyingParty::for_origin(&settings.public_url, "latchkey");
         match passkeys.off_reason() {
             None => log::info!("passkeys are on for {}", settings.public_url),
@@ -128,8 +131,17 @@ impl Application {
                 log::warn!("SMTP_URL is not set: mail waits in the outbox table until an instance with SMTP_URL sends it")
             }
         }
+        let login_cache = match settings.login_cache_ttl {
+            Some(ttl) => LoginCache::new(
+                ttl,
+                LOGIN_CACHE_CAPACITY,
+                invalidation_channel(&settings, &pool, redis.clone()),
+            ),
+            None => LoginCache::off(),
+        };
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
+                .with_login_cache(login_cache)
                 .with_previous_csrf_key(previous_keys.as_ref().map(|previous| previous.csrf.clone()))
                 .with_second_factors(keys.factors(previous_keys.as_ref()))
                 .with_passkeys(passkeys)
@@ -204,6 +216,24 @@ impl Application {
         self.server.await?;
         log::info!("latchkey stopped");
         Ok(())
+    }
+}
+
+/// At most this many logins are cached per instance (about 1 KiB each).
+const LOGIN_CACHE_CAPACITY: usize = 100_000;
+
+/// How instances tell each other that a login or user changed: Redis pub/sub when `REDIS_URL`
+/// is set (through `redis`, or a connection of its own), PostgreSQL `LISTEN/NOTIFY` on
+/// PostgreSQL, and on SQLite alone a watch on the database file's commits.
+pub fn invalidation_channel(settings: &Settings, pool: &Pool, redis: Option<RedisStore>) -> Channel {
+    let redis = redis.or_else(|| {
+        let url = settings.redis_url.as_ref()?;
+        RedisStore::new(url.expose(), settings.redis_timeout, settings.sessions.rotate_grace).ok()
+    });
+    match (redis, &settings.redis_url, &settings.database_url) {
+        (Some(store), Some(url), _) => Channel::Redis { store, url: url.expose().to_owned() },
+        (_, _, DatabaseUrl::Postgres(url)) => Channel::Postgres { pool: pool.clone(), url: url.clone() },
+        (_, _, DatabaseUrl::Sqlite(path)) => Channel::Sqlite { path: path.to_string_lossy().into_owned() },
     }
 }
 

@@ -19,8 +19,8 @@ use crate::settings::Settings;
 pub async fn run(action: UserCommand, pool: &Pool, settings: &Settings) -> anyhow::Result<String> {
     match action {
         UserCommand::Create { email, admin } => create(pool, settings, &email, admin).await,
-        UserCommand::Disable { email } => set_disabled(pool, &email, true).await,
-        UserCommand::Enable { email } => set_disabled(pool, &email, false).await,
+        UserCommand::Disable { email } => set_disabled(pool, settings, &email, true).await,
+        UserCommand::Enable { email } => set_disabled(pool, settings, &email, false).await,
     }
 }
 
@@ -82,7 +82,12 @@ fn read_password(email: &str) -> anyhow::Result<String> {
     Ok(password)
 }
 
-async fn set_disabled(pool: &Pool, email: &str, disable: bool) -> anyhow::Result<String> {
+async fn set_disabled(
+    pool: &Pool,
+    settings: &Settings,
+    email: &str,
+    disable: bool,
+) -> anyhow::Result<String> {
     let email = normalise_email(email);
     let address = email.clone();
     let now = chrono::Utc::now().naive_utc();
@@ -96,16 +101,19 @@ async fn set_disabled(pool: &Pool, email: &str, disable: bool) -> anyhow::Result
                 (Event::AdminUserEnabled, 0)
             };
             Record::new(event).user(user.id).detail("by the command line").insert(conn)?;
-            Ok(Some(ended))
+            Ok(Some((user.id, ended)))
         })
     })
     .await
     .map_err(|error| {
         anyhow::anyhow!("changing the account failed: {}", latchkey_auth::cause_chain(&error))
     })?;
-    match ended {
-        None => anyhow::bail!("no account has the email {email}"),
-        Some(ended) if disable => Ok(format!("disabled {email}; {ended} login(s) ended")),
-        Some(_) => Ok(format!("enabled {email}")),
-    }
+    let Some((user_id, ended)) = ended else { anyhow::bail!("no account has the email {email}") };
+    // Running servers serve the account from their login caches: tell them. (On SQLite
+    // without Redis, the commit itself tells them.)
+    crate::startup::invalidation_channel(settings, pool, None).announce_user(user_id).await;
+    Ok(match disable {
+        true => format!("disabled {email}; {ended} login(s) ended"),
+        false => format!("enabled {email}"),
+    })
 }

@@ -245,6 +245,7 @@ async fn revoke(
     if !ended {
         return Err(AppError::NotFound);
     }
+    Auth::of(&req)?.logins().forget_user(user_id).await;
     log::info!("user {user_id} revoked one of their sessions");
     FlashMessage::success("That session has been logged out.").send();
     Ok(see_other(DEVICES))
@@ -348,6 +349,7 @@ async fn change_password(
         })
     })
     .await?;
+    Auth::of(page.request())?.logins().forget_user(user_id).await;
     state.mailer.wake();
     latchkey_auth::renew_login(page.request(), &updated, user.login().remember).await?;
     log::info!("user {user_id} changed their password; {} other session(s) ended", ended.saturating_sub(1));
@@ -476,6 +478,7 @@ async fn delete_account(
         })
     })
     .await?;
+    Auth::of(page.request())?.logins().forget_user(user_id).await;
     latchkey_auth::log_out::<User>(page.request()).await?;
     log::info!("user {user_id} deleted their account");
     FlashMessage::success("Your account has been deleted.").send();

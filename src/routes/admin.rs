@@ -170,6 +170,8 @@ async fn audited<T: Send + 'static>(
         })
     })
     .await?;
+    // Every change here is to the account or its logins: no instance may serve the old ones.
+    Auth::of(page.request())?.logins().forget_user(id).await;
     log::info!("administrator {}: {what}, user {id}", admin.id);
     Ok(changed)
 }

@@ -315,6 +315,7 @@ async fn log_in(
         let new_hash = hasher.hash(form.password).await?;
         let (id, old_hash) = (user.id, user.password_hash.clone());
         db::run(&state.pool, move |conn| User::rehash_password(conn, id, &old_hash, &new_hash)).await?;
+        Auth::of(page.request())?.logins().forget_user(id).await;
         log::info!("user {id}: password rehashed at cost {}", hasher.cost());
     }
 

@@ -213,6 +213,9 @@ async fn confirm(
     })
     .await
     .map_err(AppError::from);
+    if let Ok(Some(_)) = applied {
+        Auth::of(page.request())?.logins().forget_user(user_id).await;
+    }
     let email = match applied {
         Ok(Some(email)) => email,
         Ok(None) => return gone(&page, &state),

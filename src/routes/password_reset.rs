@@ -251,6 +251,7 @@ async fn reset(
     })
     .await?;
     let Some(user_id) = reset else { return gone(&page, &state) };
+    auth.logins().forget_user(user_id).await;
     state.mailer.wake();
     // The owner's email route out of a lock. The password is already changed: a throttle
     // store that is down leaves the count to expire by itself rather than failing the reset.

@@ -24,6 +24,7 @@ mod example;
 mod http;
 mod key_rotation;
 mod lifecycle;
+mod login_cache;
 mod logins;
 mod metrics;
 mod migrations;

@@ -19,7 +19,7 @@ use crate::audit::{Event, Record};
 use crate::client::ClientInfo;
 use crate::error::AuthError;
 use crate::registry::{token_id, Login};
-use crate::rules::{check, Touch, Verdict};
+use crate::rules::{check, check_cached, Touch, Verdict};
 use crate::state::Auth;
 use crate::user::AuthUser;
 
@@ -137,12 +137,27 @@ impl<U: AuthUser> CurrentUser<U> {
         let now = chrono::Utc::now().naive_utc();
         let policy = std::sync::Arc::clone(&auth.policy);
         let client = ClientInfo::of(req, &policy.trusted_proxies);
-        let verdict = latchkey_db::run(&auth.pool, move |conn| {
-            check::<U>(conn, &id, generation, now, &policy, &client, touch)
+        if let Some(served) = Self::from_cache(auth, &id, generation, now, &client, touch) {
+            if served.in_grace {
+                req.extensions_mut().insert(ServedInGrace);
+            }
+            return Ok(served.user);
+        }
+        let ticket = auth.logins.ticket();
+        let verdict = latchkey_db::run(&auth.pool, {
+            let id = id.clone();
+            move |conn| check::<U>(conn, &id, generation, now, &policy, &client, touch)
         })
         .await?;
         match verdict {
             Verdict::Live { login, user, generation, in_grace, flagged } => {
+                if generation.is_some() || flagged {
+                    // The check moved the login on (or marked it not fresh): other instances
+                    // must read it again.
+                    auth.logins.forget_login(&id).await;
+                } else if let Some(ticket) = ticket {
+                    auth.logins.put(ticket, &login, &user);
+                }
                 if let Some(generation) = generation {
                     session.insert(keys::LOGIN_GENERATION, &generation).map_err(AuthError::internal)?;
                 }
@@ -160,6 +175,10 @@ impl<U: AuthUser> CurrentUser<U> {
                 Ok(Self::Authenticated(Rc::new(Authenticated { user, login })))
             }
             ended => {
+                if matches!(ended, Verdict::Expired { .. } | Verdict::Ended { .. }) {
+                    // The check deleted the row.
+                    auth.logins.forget_login(&id).await;
+                }
                 let record = match ended {
                     Verdict::Expired { user_id } => {
                         req.extensions_mut().insert(LoginExpired);
@@ -185,6 +204,41 @@ impl<U: AuthUser> CurrentUser<U> {
             }
         }
     }
+}
+
+impl<U: AuthUser> CurrentUser<U> {
+    /// The login served from the cache, when the cache holds it and [`check_cached`] needs
+    /// nothing written but perhaps `last_seen_at`, which is then written off the request's
+    /// path.
+    fn from_cache(
+        auth: &Auth,
+        id: &str,
+        generation: i64,
+        now: chrono::NaiveDateTime,
+        client: &ClientInfo,
+        touch: Touch,
+    ) -> Option<Served<U>> {
+        let (mut login, user) = auth.logins.get::<U>(id)?;
+        let live = check_cached(&login, &user, generation, now, &auth.policy, client, touch)?;
+        if live.touch_due {
+            auth.logins.touched(id, now);
+            login.last_seen_at = now;
+            let (pool, id) = (auth.pool.clone(), id.to_owned());
+            actix_web::rt::spawn(async move {
+                if let Err(error) = latchkey_db::run(&pool, move |conn| Login::touch(conn, &id, now)).await {
+                    log::warn!("could not record a login's last request: {error}");
+                }
+            });
+        }
+        let user = Self::Authenticated(Rc::new(Authenticated { user, login }));
+        Some(Served { user, in_grace: live.in_grace })
+    }
+}
+
+/// A request served from the login cache.
+struct Served<U> {
+    user: CurrentUser<U>,
+    in_grace: bool,
 }
 
 /// This request's answer to "who is it?", shared by every extractor that asks.

@@ -49,6 +49,11 @@ pub enum AuthError {
     /// Too many attempts: 429 with `Retry-After`, before any password is checked.
     #[error("throttled for {0:?}")]
     Throttled(std::time::Duration),
+    /// Every password hashing thread is busy and its queue is full (503 with `Retry-After`,
+    /// about the time the queue takes to drain): a login storm waits in line up to the
+    /// queue's bound, and is refused beyond it rather than slowing everything else.
+    #[error("password hashing queue full; retry in {0:?}")]
+    Busy(std::time::Duration),
     /// Password login is stopped for this account after too many consecutive failures (403).
     #[error("password login locked")]
     Locked,
@@ -77,6 +82,7 @@ impl AuthError {
         match self {
             Self::BadRequest(message) => Some(message),
             Self::Throttled(_) => Some("Too many attempts. Please wait before trying again."),
+            Self::Busy(_) => Some("Too many people are signing in at this moment. Please try again shortly."),
             Self::Locked => Some(
                 "Password login is locked for this account after too many failed attempts. Reset your password by email, or sign in with a passkey, to unlock it.",
             ),
@@ -91,7 +97,9 @@ impl AuthError {
     /// The seconds a throttled client should wait, for `Retry-After`.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::Throttled(wait) => Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            Self::Throttled(wait) | Self::Busy(wait) => {
+                Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
             _ => None,
         }
     }
@@ -124,7 +132,7 @@ impl ResponseError for AuthError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Locked | Self::Inactive => StatusCode::FORBIDDEN,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

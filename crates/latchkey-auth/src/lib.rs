@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod cache;
 pub mod client;
 pub mod csrf;
 mod current;

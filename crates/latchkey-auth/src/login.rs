@@ -159,13 +159,17 @@ pub async fn reauthenticate<U: AuthUser>(
         Record::of(req, Event::AuthnReauthSuccess).user(current.id()).detail(detail),
         Record::of(req, Event::SessionRenewed).user(current.id()),
     ];
-    latchkey_db::run(&auth.pool, move |conn| {
-        conn.transaction(|conn| {
-            Login::record_proof(conn, &id, now, &client, with_factor)?;
-            records.into_iter().try_for_each(|record| record.insert(conn))
-        })
+    latchkey_db::run(&auth.pool, {
+        let id = id.clone();
+        move |conn| {
+            conn.transaction(|conn| {
+                Login::record_proof(conn, &id, now, &client, with_factor)?;
+                records.into_iter().try_for_each(|record| record.insert(conn))
+            })
+        }
     })
     .await?;
+    auth.logins.forget_login(&id).await;
     auth.throttle.login_succeeded(current.id(), None).await?;
     TypedSession::of(req).renew();
     CurrentUser::<U>::forget_cached(req);
@@ -205,6 +209,7 @@ pub async fn end_other_logins<U: AuthUser>(
         })
     })
     .await?;
+    auth.logins.forget_user(user_id).await;
     CurrentUser::<U>::forget_cached(req);
     Ok(ended)
 }
@@ -218,15 +223,19 @@ async fn end_current(req: &HttpRequest, logout: bool) -> Result<(), AuthError> {
     let auth = Auth::of(req)?;
     let id = token_id(&token);
     let record = logout.then(|| Record::of(req, Event::SessionLogout));
-    latchkey_db::run(&auth.pool, move |conn| {
-        let ended = Login::find(conn, &id)?;
-        Login::delete(conn, &id)?;
-        match (ended, record) {
-            (Some(login), Some(record)) => record.user(login.user_id).insert(conn),
-            _ => Ok(()),
+    latchkey_db::run(&auth.pool, {
+        let id = id.clone();
+        move |conn| {
+            let ended = Login::find(conn, &id)?;
+            Login::delete(conn, &id)?;
+            match (ended, record) {
+                (Some(login), Some(record)) => record.user(login.user_id).insert(conn),
+                _ => Ok(()),
+            }
         }
     })
     .await?;
+    auth.logins.forget_login(&id).await;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Password hashing: bcrypt over an HMAC-SHA-256 pre-hash, on the blocking pool.
+//! Password hashing: bcrypt over an HMAC-SHA-256 pre-hash, on threads of its own.
 //!
 //! bcrypt reads only the first 72 bytes of its input, so a long password would be accepted by
 //! typing its prefix. Every password is therefore first reduced to
@@ -175,7 +175,15 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// Hashes and verifies passwords at one cost, on the blocking pool.
+/// Hashes and verifies passwords at one cost, on threads of their own.
+///
+/// bcrypt is meant to be slow (about a quarter of a second at cost 12), so it never runs on
+/// the blocking pool that serves database work: there, a burst of logins would hold every
+/// thread and every page behind them would wait. Here at most one hash per core runs at a
+/// time and the rest wait in a first-come queue of bounded length; past the bound a hash is
+/// refused at once with [`AuthError::Busy`] (503 with `Retry-After`). Written by hand: a
+/// bounded queue and a few threads, which no crate in the stack offers with a refusal when
+/// full.
 ///
 /// ```no_run
 /// use latchkey_auth::password::{Hasher, Password};
@@ -190,11 +198,12 @@ pub struct Hasher {
     cost: u32,
     /// Checked when an unknown email logs in, so a failure takes as long either way.
     dummy: String,
+    pool: Arc<HashPool>,
     /// Told how long each hash waited for a thread and how long it ran (for metrics).
     observer: Option<HashObserver>,
 }
 
-/// How long one bcrypt run waited for a blocking thread, and how long it ran.
+/// How long one bcrypt run waited for a hashing thread, and how long it ran.
 #[derive(Debug, Clone, Copy)]
 pub struct HashTiming {
     /// From the request for a thread to the start of the work.
@@ -206,14 +215,96 @@ pub struct HashTiming {
 /// Receives the [`HashTiming`] of every hash and check.
 pub type HashObserver = Arc<dyn Fn(HashTiming) + Send + Sync>;
 
+/// A job for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and their queue.
+struct HashPool {
+    queue: std::sync::mpsc::SyncSender<Job>,
+    threads: usize,
+    capacity: usize,
+    /// How long a refused client is told to wait: about the time a full queue takes to drain.
+    retry_after: std::sync::OnceLock<Duration>,
+}
+
+impl HashPool {
+    /// Starts `threads` threads (at least one) behind a queue of `capacity` places.
+    fn start(threads: usize, capacity: usize) -> Result<Self, AuthError> {
+        let threads = threads.max(1);
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(capacity);
+        let jobs = Arc::new(std::sync::Mutex::new(jobs));
+        for n in 0..threads {
+            let jobs = Arc::clone(&jobs);
+            std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || loop {
+                    // One idle thread waits on the queue while holding the lock; the others
+                    // wait for the lock. The queue closes when the last `Hasher` is dropped.
+                    let next = match jobs.lock() {
+                        Ok(jobs) => jobs.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = next else { return };
+                    // A panic in one job must not take the thread (and its share of the
+                    // pool) with it; the job's caller sees its answer dropped.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                })
+                .map_err(AuthError::internal)?;
+        }
+        Ok(Self { queue, threads, capacity, retry_after: std::sync::OnceLock::new() })
+    }
+
+    /// Runs `work` on a hashing thread, or refuses at once when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone (the client hung up): nobody to tell.
+            let _ = answer.send(work());
+        });
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                let wait = self.retry_after.get().copied().unwrap_or(Duration::from_secs(1));
+                return Err(AuthError::Busy(wait));
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(AuthError::internal(anyhow::anyhow!("the password hashing threads stopped")))
+            }
+        }
+        answered.await.map_err(|_| AuthError::internal(anyhow::anyhow!("a password hash failed (panicked)")))
+    }
+}
+
+/// The hashing threads a [`Hasher`] starts by default: one per core this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Places in the queue per hashing thread by default: at cost 12 a full queue drains in
+/// about eight seconds.
+pub const DEFAULT_QUEUE_PER_THREAD: usize = 32;
+
 impl Hasher {
-    /// A hasher for `cost` (4 to 31); hashes its dummy password once, on the blocking pool.
+    /// A hasher for `cost` (4 to 31) on [`default_threads`] threads with
+    /// [`DEFAULT_QUEUE_PER_THREAD`] places each; hashes its dummy password once.
     pub async fn new(cost: u32) -> Result<Self, AuthError> {
-        let dummy = actix_web::web::block(move || hash_blocking("latchkey dummy password", cost))
-            .await
-            .map_err(AuthError::internal)?
-            .map_err(AuthError::internal)?;
-        Ok(Self { cost, dummy, observer: None })
+        let threads = default_threads();
+        Self::with_threads(cost, threads, threads * DEFAULT_QUEUE_PER_THREAD).await
+    }
+
+    /// A hasher for `cost` on `threads` threads behind a queue of `queue` places.
+    pub async fn with_threads(cost: u32, threads: usize, queue: usize) -> Result<Self, AuthError> {
+        let pool = HashPool::start(threads, queue)?;
+        let started = Instant::now();
+        let dummy = pool.run(move || hash_blocking("latchkey dummy password", cost)).await?;
+        let dummy = dummy.map_err(AuthError::internal)?;
+        let drain =
+            started.elapsed() * u32::try_from(pool.capacity.div_ceil(pool.threads)).unwrap_or(u32::MAX);
+        let _ = pool.retry_after.set(drain.max(Duration::from_secs(1)));
+        Ok(Self { cost, dummy, pool: Arc::new(pool), observer: None })
     }
 
     /// Tells `observer` how long each hash and check waited and ran.
@@ -222,19 +313,20 @@ impl Hasher {
         self
     }
 
-    /// Runs `work` on the blocking pool, timing it for the observer.
+    /// Runs `work` on a hashing thread, timing it for the observer.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
         let queued = Instant::now();
-        let (value, timing) = actix_web::web::block(move || {
-            let started = Instant::now();
-            let value = work();
-            (value, HashTiming { waited: started - queued, took: started.elapsed() })
-        })
-        .await
-        .map_err(AuthError::internal)?;
+        let (value, timing) = self
+            .pool
+            .run(move || {
+                let started = Instant::now();
+                let value = work();
+                (value, HashTiming { waited: started - queued, took: started.elapsed() })
+            })
+            .await?;
         if let Some(observer) = &self.observer {
             observer(timing);
         }
@@ -246,13 +338,13 @@ impl Hasher {
         self.cost
     }
 
-    /// Hashes on the blocking pool.
+    /// Hashes on a hashing thread.
     pub async fn hash(&self, password: Password) -> Result<String, AuthError> {
         let cost = self.cost;
         self.run(move || hash_blocking(password.expose(), cost)).await?.map_err(AuthError::internal)
     }
 
-    /// Verifies on the blocking pool. With no stored hash (unknown email) it checks the dummy
+    /// Verifies on a hashing thread. With no stored hash (unknown email) it checks the dummy
     /// hash, so that the answer takes as long as for a real account. A password over
     /// [`MAX_BYTES`] never matches and is never hashed.
     pub async fn verify(&self, password: Password, stored: Option<String>) -> Result<bool, AuthError> {
@@ -340,5 +432,45 @@ mod strength_tests {
         for strong in ["correct horse battery staple", "tangerine-oxbow-quilt-87", "Zq4!mW9#rT2&"] {
             assert!(problems(strong, "someone@example.com").is_empty(), "{strong}");
         }
+    }
+
+    /// One thread held busy, one place in the queue: the third job is refused at once with
+    /// `Busy` (503 with Retry-After), and the first two still finish, in order.
+    #[actix_web::test]
+    async fn a_full_queue_refuses_at_once_and_the_queued_work_still_runs() -> Result<(), AuthError> {
+        let pool = Arc::new(HashPool::start(1, 1)?);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let busy = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run(move || {
+                    let _ = started.send(());
+                    held.recv().is_ok()
+                })
+                .await
+            })
+        };
+        running.await.map_err(AuthError::internal)?;
+        let queued = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.run(|| "queued").await })
+        };
+        // Let the spawned task put its job in the queue (this runtime has one thread).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let third = tokio::time::timeout(Duration::from_secs(5), pool.run(|| "third")).await;
+        let wait = match third {
+            Ok(Err(AuthError::Busy(wait))) => Some(wait),
+            _ => None,
+        };
+        assert!(wait.is_some(), "one thread, held, and one place, taken: the third is refused");
+        assert!(wait >= Some(Duration::from_secs(1)), "Retry-After of at least a second: {wait:?}");
+        release.send(()).map_err(AuthError::internal)?;
+        assert!(busy.await.map_err(AuthError::internal)??);
+        assert_eq!(queued.await.map_err(AuthError::internal)??, "queued");
+        assert_eq!(pool.run(|| 42).await?, 42, "a free pool takes work again");
+        Ok(())
     }
 }

@@ -223,9 +223,8 @@ pub fn check<U: AuthUser>(
         log::info!("a login of user {} expired", login.user_id);
         return Ok(Verdict::Expired { user_id: login.user_id });
     }
-    let changed = login.ip != client.ip || login.user_agent != client.user_agent;
     let mut flagged = false;
-    if changed {
+    if client.differs_from(&login) {
         match policy.protection {
             Protection::Off => {}
             Protection::Basic if login.fresh => {
@@ -265,16 +264,74 @@ pub fn check<U: AuthUser>(
             return Ok(Verdict::Superseded { user_id: login.user_id });
         }
     }
-    let due = match touch {
-        Touch::Throttled => now - login.last_seen_at >= delta(policy.touch_interval),
-        Touch::Force => true,
-        Touch::Never => false,
-    };
-    if due {
+    if touch.is_due(&login, now, policy) {
         Login::touch(conn, id, now)?;
         login.last_seen_at = now;
     }
     Ok(Verdict::Live { login, user, generation: carried, in_grace, flagged })
+}
+
+impl Touch {
+    /// Whether `last_seen_at` is to be written now.
+    fn is_due(self, login: &Login, now: NaiveDateTime, policy: &LoginPolicy) -> bool {
+        match self {
+            Touch::Throttled => now - login.last_seen_at >= delta(policy.touch_interval),
+            Touch::Force => true,
+            Touch::Never => false,
+        }
+    }
+}
+
+/// A login served from the cache: whether it is in its generation's grace period, and
+/// whether its `last_seen_at` is due to be written.
+pub(crate) struct CachedLive {
+    pub(crate) in_grace: bool,
+    pub(crate) touch_due: bool,
+}
+
+/// [`check`]'s verdict on a cached `login` and `user` when it needs no write but perhaps the
+/// touch (which the caller makes off the request's path). `None` sends the request to the
+/// database: the login ended, or session protection or the generation must write, or the
+/// cached `last_seen_at` (possibly older than another instance's) says the idle timeout
+/// passed, which only the database can confirm.
+pub(crate) fn check_cached<U: AuthUser>(
+    login: &Login,
+    user: &U,
+    generation: i64,
+    now: NaiveDateTime,
+    policy: &LoginPolicy,
+    client: &ClientInfo,
+    touch: Touch,
+) -> Option<CachedLive> {
+    if touch == Touch::Force
+        || !user.is_active()
+        || login.credential_epoch != user.credential_epoch()
+        || !policy.is_live(login, now)
+    {
+        return None;
+    }
+    let protection_acts = match policy.protection {
+        Protection::Off => false,
+        Protection::Basic => login.fresh,
+        Protection::Strong => true,
+    };
+    if protection_acts && client.differs_from(login) {
+        return None;
+    }
+    let mut in_grace = false;
+    if let Some(rotation) = policy.generation_rotation {
+        let since_rotation = now - login.rotated_at;
+        if generation == login.generation {
+            if since_rotation >= delta(rotation.interval) {
+                return None;
+            }
+        } else if generation == login.generation - 1 && since_rotation < delta(rotation.grace) {
+            in_grace = true;
+        } else {
+            return None;
+        }
+    }
+    Some(CachedLive { in_grace, touch_due: touch.is_due(login, now, policy) })
 }
 
 /// Seconds left before the login ends, as the idle-timeout warning reads them.

@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest};
 use diesel::QueryResult;
 use latchkey_db::{DbConnection, DbError, Pool};
 
+use crate::cache::LoginCache;
 use crate::error::AuthError;
 use crate::passkeys::RelyingParty;
 use crate::password::Hasher;
@@ -45,6 +46,7 @@ pub struct Auth {
     pub(crate) hook: Option<Arc<dyn LoginHook>>,
     pub(crate) event_observer: Option<crate::audit::EventObserver>,
     pub(crate) lock_hook: Option<LockHook>,
+    pub(crate) logins: LoginCache,
 }
 
 /// Called with the request and the user when a failure locks password login for an account
@@ -74,6 +76,7 @@ impl Auth {
             hook: None,
             event_observer: None,
             lock_hook: None,
+            logins: LoginCache::off(),
         }
     }
 
@@ -118,6 +121,19 @@ impl Auth {
     pub fn with_event_observer(mut self, observer: crate::audit::EventObserver) -> Self {
         self.event_observer = Some(observer);
         self
+    }
+
+    /// Serves logged-in requests from `cache` (see [`crate::cache`]); without it every request
+    /// checks its login in the database.
+    pub fn with_login_cache(mut self, cache: LoginCache) -> Self {
+        self.logins = cache;
+        self
+    }
+
+    /// The login cache: tell it whenever a login or its user changes
+    /// ([`LoginCache::forget_user`]).
+    pub fn logins(&self) -> &LoginCache {
+        &self.logins
     }
 
     /// The throttle.

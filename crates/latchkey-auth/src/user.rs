@@ -28,7 +28,7 @@ use latchkey_db::DbConnection;
 ///     }
 /// }
 /// ```
-pub trait AuthUser: Send + 'static {
+pub trait AuthUser: Clone + Send + Sync + 'static {
     /// The user's id, as `logins.user_id` stores it.
     fn id(&self) -> i32;
 
