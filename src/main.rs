@@ -2,6 +2,9 @@ use clap::Parser;
 use latchkey::cli::Cli;
 use latchkey::settings::{LogFormat, Settings};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() {
     let cli = Cli::parse();

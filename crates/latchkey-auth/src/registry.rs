@@ -131,7 +131,7 @@ impl NewLogin<'_> {
 /// assert_eq!(latchkey_auth::registry::token_id("abc").len(), 64);
 /// ```
 pub fn token_id(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The condition of a login the timeouts have ended at `now` (a macro: Diesel's expression
