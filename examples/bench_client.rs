@@ -226,7 +226,9 @@ impl Failures {
         } else {
             self.connection += 1;
         }
-        self.note(format!("{what}: {}", chain(error)));
+        // The chain shows the cause: hyper's "connection closed before message completed" is the
+        // server closing a connection under a request; "Connection reset by peer" resetting it.
+        self.note(format!("{what}: {}", latchkey_auth::cause_chain(error)));
     }
 
     fn add_other(&mut self, error: &anyhow::Error, what: &str) {
@@ -267,19 +269,6 @@ impl Failures {
             eprintln!("{prefix}: {n} × {message}");
         }
     }
-}
-
-/// An error and its sources: hyper's "connection closed before message completed" is the server
-/// closing a connection under a request; "Connection reset by peer" the server resetting it.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // ---- probe -----------------------------------------------------------------------------------
