@@ -49,7 +49,7 @@ impl Keys {
     /// The prefix of this deployment's throttling counters: instances sharing `SECRET_KEY`
     /// share counts, and other deployments on the same Redis (or tests) never see them.
     pub fn throttle_prefix(&self) -> String {
-        let id: String = self.throttle.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&self.throttle[..6]);
         format!("latchkey:throttle:{id}:")
     }
 

@@ -178,7 +178,7 @@ impl SecretKey {
     pub fn generate() -> String {
         let mut bytes = [0u8; 64];
         rand::rng().fill_bytes(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(bytes)
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -28,19 +28,6 @@ async fn wait_for_serving(address: &str, serving: bool) {
     }
 }
 
-/// Whether `browser` turns anonymous within two seconds (the entries' time to live is an hour
-/// in these tests, so only an invalidation can do it).
-async fn turns_anonymous(browser: &Browser) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while browser.is_logged_in().await {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
-}
-
 async fn changes_on_one_instance_reach_the_cache_of_another(app: TestApp) {
     let email = "twice@example.com";
     app.create_user(email).await;
@@ -61,7 +48,7 @@ async fn changes_on_one_instance_reach_the_cache_of_another(app: TestApp) {
     // Logging out here: the cookie, copied, is refused there.
     let copied = app.cookies();
     app.logout().await;
-    assert!(turns_anonymous(&Browser::new(&other.address, None).sending(&copied)).await);
+    assert!(Browser::new(&other.address, None).sending(&copied).turns_anonymous().await);
 
     // A password change here (every other login ends): the phone is logged out there too.
     app.login(email, PASSWORD).await;
@@ -78,7 +65,7 @@ async fn changes_on_one_instance_reach_the_cache_of_another(app: TestApp) {
         )
         .await;
     assert_eq!(changed.status(), StatusCode::SEE_OTHER);
-    assert!(turns_anonymous(&phone_there).await, "the phone's login ended everywhere");
+    assert!(phone_there.turns_anonymous().await, "the phone's login ended everywhere");
     assert!(app.at(&other.address).is_logged_in().await, "the login that changed it goes on, there too");
 }
 matrix!(changes_on_one_instance_reach_the_cache_of_another, [("LOGIN_CACHE_TTL", "1h")]);

@@ -21,7 +21,7 @@ struct SealingKey {
 
 impl SealingKey {
     fn new(key: &[u8; 32]) -> Self {
-        let id = Sha256::digest(key).iter().take(4).map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&Sha256::digest(key)[..4]);
         Self { id, cipher: Aes256Gcm::new(key.into()) }
     }
 }

@@ -110,7 +110,7 @@ impl FactorKeys {
                 let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
                     .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
                 mac.update(normalised.as_bytes());
-                mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                hex::encode(mac.finalize().into_bytes())
             })
             .collect()
     }

@@ -214,8 +214,7 @@ impl Throttle {
             mac.update(part.as_bytes());
             mac.update(b"\0");
         }
-        let digest: String =
-            mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let digest = hex::encode(&mac.finalize().into_bytes()[..16]);
         format!("{}{kind}:{digest}", self.prefix)
     }
 

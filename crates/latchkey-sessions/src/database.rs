@@ -53,7 +53,7 @@ pub struct DatabaseStore {
 }
 
 fn key_id(key: &SessionKey) -> String {
-    Sha256::digest(key.as_ref().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(key.as_ref().as_bytes()))
 }
 
 fn at(now: NaiveDateTime, ttl: Duration) -> NaiveDateTime {

@@ -171,6 +171,20 @@ impl Browser {
         status == StatusCode::OK
     }
 
+    /// Whether this browser turns anonymous within two seconds: for a change made by another
+    /// instance or process, which reaches this instance's login cache over the invalidation
+    /// channel within milliseconds, not before the other side's response.
+    pub async fn turns_anonymous(&self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.is_logged_in().await {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// The `Cookie` header this browser sends to the site (from its jar).
     pub fn cookies(&self) -> String {
         let url = self.address.parse().expect("the site's URL");
