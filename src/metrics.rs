@@ -81,6 +81,7 @@ pub struct Metrics {
     live_logins: Gauge,
     login_cache_serving: Gauge,
     login_cache_entries: Gauge,
+    session_cache_entries: Gauge,
     hash_wait: Histogram,
     hash_duration: Histogram,
     allow: Vec<IpAddr>,
@@ -103,6 +104,7 @@ impl Metrics {
         let live_logins = Gauge::default();
         let login_cache_serving = Gauge::default();
         let login_cache_entries = Gauge::default();
+        let session_cache_entries = Gauge::default();
         let hash_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let hash_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
@@ -130,6 +132,11 @@ impl Metrics {
             "login_cache_entries",
             "Logins held in this instance's login cache",
             login_cache_entries.clone(),
+        );
+        registry.register(
+            "session_cache_entries",
+            "Sessions whose state (Redis and database stores) this instance holds in its cache",
+            session_cache_entries.clone(),
         );
         registry.register(
             "throttled_requests",
@@ -167,6 +174,7 @@ impl Metrics {
             live_logins,
             login_cache_serving,
             login_cache_entries,
+            session_cache_entries,
             hash_wait,
             hash_duration,
             allow,
@@ -273,6 +281,7 @@ async fn scrape(
     }
     metrics.login_cache_serving.set(i64::from(auth.logins().is_serving()));
     metrics.login_cache_entries.set(i64::try_from(auth.logins().len()).unwrap_or(i64::MAX));
+    metrics.session_cache_entries.set(i64::try_from(state.sessions.cached_states()).unwrap_or(i64::MAX));
     let mut body = String::new();
     encode(&mut body, &metrics.registry).map_err(AppError::internal)?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))

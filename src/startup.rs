@@ -10,12 +10,13 @@ use actix_web::middleware::{from_fn, Logger};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use actix_web_flash_messages::FlashMessagesFramework;
 use anyhow::Context as _;
-use latchkey_auth::cache::{Channel, LoginCache};
+use latchkey_auth::cache::LoginCache;
 use latchkey_auth::csrf;
 use latchkey_auth::passkeys::RelyingParty;
 use latchkey_auth::password::Hasher;
 use latchkey_auth::throttle::Throttle;
 use latchkey_auth::{identity_middleware, Auth};
+use latchkey_sessions::invalidation::{Channel, Invalidations};
 use latchkey_sessions::redis::RedisStore;
 use latchkey_sessions::{cookie_name, Backend, Lifecycle, SessionCookie, Store};
 
@@ -131,13 +132,14 @@ impl Application {
                 log::warn!("SMTP_URL is not set: mail waits in the outbox table until an instance with SMTP_URL sends it")
             }
         }
-        let login_cache = match settings.login_cache_ttl {
-            Some(ttl) => LoginCache::new(
-                ttl,
-                LOGIN_CACHE_CAPACITY,
-                invalidation_channel(&settings, &pool, redis.clone()),
-            ),
-            None => LoginCache::off(),
+        let (login_cache, store) = match settings.login_cache_ttl {
+            Some(ttl) => {
+                let invalidations =
+                    Invalidations::start(invalidation_channel(&settings, &pool, redis.clone()));
+                let logins = LoginCache::new(ttl, CACHE_CAPACITY, &invalidations);
+                (logins, store.with_cache(ttl, CACHE_CAPACITY, &invalidations))
+            }
+            None => (LoginCache::off(), store),
         };
         let auth = web::Data::new(
             Auth::new(pool.clone(), policy, hasher, keys.csrf.clone(), production)
@@ -159,7 +161,9 @@ impl Application {
         let lifecycle = Lifecycle::new(&lifetimes, store.rotates_ids());
         let remember = SessionCookie::new(&lifetimes, production);
         let headers = SecurityHeaders { production, session_cookie: cookie_name(production) };
-        let state = web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), redis, mailer });
+        let sessions = store.clone();
+        let state =
+            web::Data::new(AppState { settings, pool, tera, keys: keys.clone(), redis, mailer, sessions });
 
         let server = HttpServer::new(move || {
             let flashes = FlashCookieStore::new(keys.flash.clone(), production);
@@ -219,10 +223,11 @@ impl Application {
     }
 }
 
-/// At most this many logins are cached per instance (about 1 KiB each).
-const LOGIN_CACHE_CAPACITY: usize = 100_000;
+/// At most this many logins, and this many sessions' state, are cached per instance (about
+/// 1 KiB each); entries past their time to live are swept out once a time to live.
+const CACHE_CAPACITY: usize = 100_000;
 
-/// How instances tell each other that a login or user changed: Redis pub/sub when `REDIS_URL`
+/// How instances tell each other that a login, a user or session state changed: Redis pub/sub when `REDIS_URL`
 /// is set (through `redis`, or a connection of its own), PostgreSQL `LISTEN/NOTIFY` on
 /// PostgreSQL, and on SQLite alone a watch on the database file's commits.
 pub fn invalidation_channel(settings: &Settings, pool: &Pool, redis: Option<RedisStore>) -> Channel {

@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpRequest};
 use latchkey_sessions::redis::RedisStore;
+use latchkey_sessions::Store;
 
 use crate::db::Pool;
 use crate::error::AppError;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub redis: Option<RedisStore>,
     /// Writes letters into the outbox.
     pub mailer: Mailer,
+    /// The session store (for its state cache's metrics).
+    pub sessions: Store,
 }
 
 impl AppState {

@@ -111,7 +111,8 @@ async fn set_disabled(
     let Some((user_id, ended)) = ended else { anyhow::bail!("no account has the email {email}") };
     // Running servers serve the account from their login caches: tell them. (On SQLite
     // without Redis, the commit itself tells them.)
-    crate::startup::invalidation_channel(settings, pool, None).announce_user(user_id).await;
+    latchkey_auth::cache::announce_user(&crate::startup::invalidation_channel(settings, pool, None), user_id)
+        .await;
     Ok(match disable {
         true => format!("disabled {email}; {ended} login(s) ended"),
         false => format!("enabled {email}"),

@@ -1,5 +1,6 @@
-//! The login cache and the password hashing pool: a login ended on one instance is refused on
-//! another that had it cached; an instance whose invalidation channel is down serves nothing
+//! The login cache, the session-state cache and the password hashing pool: a login ended on
+//! one instance is refused on another that had it cached, and session state written on one is
+//! read on the other; an instance whose invalidation channel is down serves nothing
 //! from its cache; a login storm past the hashing queue is refused with 503, and pages are
 //! answered while logins wait in line.
 
@@ -69,6 +70,33 @@ async fn changes_on_one_instance_reach_the_cache_of_another(app: TestApp) {
     assert!(app.at(&other.address).is_logged_in().await, "the login that changed it goes on, there too");
 }
 matrix!(changes_on_one_instance_reach_the_cache_of_another, [("LOGIN_CACHE_TTL", "1h")]);
+
+/// Session state (a guest's cart) written on one instance is read on another that had it
+/// cached: the Redis and database stores' state cache is invalidated like the login cache.
+async fn session_state_written_on_one_instance_reaches_the_cache_of_another(app: TestApp) {
+    let other = app.spawn_beside(&[]).await;
+    wait_for_serving(&other.address, true).await;
+    let padlock = "1";
+    assert_eq!(app.add_to_cart(padlock, "1").await.status(), StatusCode::SEE_OTHER);
+    let there = app.at(&other.address);
+    assert_eq!(there.cart().await, [(1, 1)]);
+    let watches_commits = app.setting("DATABASE_URL").starts_with("sqlite") && app.store != Store::Redis;
+    let cached = metric(&other.address, "latchkey_session_cache_entries").await;
+    match app.store {
+        Store::Cookie => assert_eq!(cached, 0.0, "the cookie store has nothing to cache"),
+        _ if !watches_commits => assert!(cached >= 1.0, "the cart's session is cached there"),
+        _ => {}
+    }
+
+    assert_eq!(app.add_to_cart(padlock, "2").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.cart().await, [(1, 3)]);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while there.cart().await != [(1, 3)] {
+        assert!(Instant::now() < deadline, "the other instance kept serving the old cart");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+matrix!(session_state_written_on_one_instance_reaches_the_cache_of_another, [("LOGIN_CACHE_TTL", "1h")]);
 
 #[tokio::test]
 async fn an_instance_cut_off_from_its_channel_serves_nothing_from_its_cache() {

@@ -7,13 +7,12 @@
 
 use std::time::Duration;
 
+use crate::store::{key_id, Loaded};
+use crate::typed::State;
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use latchkey_db::{DbConnection, DbError, Pool};
-use sha2::{Digest, Sha256};
-
-use crate::typed::State;
 
 /// The table this store needs, as `diesel print-schema` writes it.
 pub mod schema {
@@ -52,10 +51,6 @@ pub struct DatabaseStore {
     grace: Duration,
 }
 
-fn key_id(key: &SessionKey) -> String {
-    hex::encode(Sha256::digest(key.as_ref().as_bytes()))
-}
-
 fn at(now: NaiveDateTime, ttl: Duration) -> NaiveDateTime {
     now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX)
 }
@@ -80,22 +75,25 @@ impl DatabaseStore {
         Self { pool, grace }
     }
 
-    /// The state under `key` and whether the key is retired. A row that does not parse is
-    /// treated as no session, never as an error page.
-    pub async fn load(&self, key: &SessionKey) -> Result<Option<(State, bool)>, LoadError> {
+    /// The state under `key`, whether the key is retired and how long the state has left. A
+    /// row that does not parse is treated as no session, never as an error page.
+    pub async fn load(&self, key: &SessionKey) -> Result<Option<Loaded>, LoadError> {
         let id = key_id(key);
         let now = now();
-        let row: Option<(String, bool)> = latchkey_db::run(&self.pool, move |conn| {
+        let row: Option<(String, bool, NaiveDateTime)> = latchkey_db::run(&self.pool, move |conn| {
             session_states::table
                 .filter(session_states::id.eq(&id))
                 .filter(session_states::expires_at.gt(now))
-                .select((session_states::state, session_states::retired))
+                .select((session_states::state, session_states::retired, session_states::expires_at))
                 .first(conn)
                 .optional()
         })
         .await
         .map_err(|e| LoadError::Other(e.into()))?;
-        Ok(row.and_then(|(json, retired)| serde_json::from_str(&json).ok().map(|state| (state, retired))))
+        Ok(row.and_then(|(json, retired, expires_at)| {
+            let expires_in = (expires_at - now).to_std().unwrap_or_default();
+            serde_json::from_str(&json).ok().map(|state| Loaded { state, retired, expires_in })
+        }))
     }
 
     /// Stores new state under a fresh random key that lives for `ttl`, and returns the key.

@@ -8,6 +8,9 @@
 //!   hold a login, make the cookie of a remembered login persistent, and keep a request served
 //!   in a grace period from sending an old cookie back.
 //! - [`TypedSession`] and [`keys`]: every key of the session state, with its type.
+//! - [`cache::Cache`] and [`invalidation::Invalidations`]: per-instance caches (of the Redis
+//!   and database stores' state, and of the auth layer's verified logins) that instances keep
+//!   consistent over Redis pub/sub, PostgreSQL `LISTEN/NOTIFY` or SQLite's `data_version`.
 //! - [`Rekey`]: middleware that keeps cookies sealed under a previous key working while the
 //!   servers move to a new one, and re-seals them under the new one.
 //!
@@ -66,7 +69,9 @@ macro_rules! transform {
     };
 }
 
+pub mod cache;
 pub mod database;
+pub mod invalidation;
 mod lifecycle;
 pub mod redis;
 mod rekey;

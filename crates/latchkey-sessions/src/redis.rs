@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
 
+use crate::store::Loaded;
 use crate::typed::State;
 use redis::aio::MultiplexedConnection;
 
@@ -119,15 +120,31 @@ impl RedisStore {
         self.query(async |conn| redis::cmd("PING").query_async::<String>(conn).await).await.map(drop)
     }
 
-    /// The state under `key` and whether the key is retired, in one round trip. State that
-    /// does not parse is treated as no session, never as an error page.
-    pub async fn load(&self, key: &SessionKey) -> Result<Option<(State, bool)>, LoadError> {
+    /// The state under `key`, whether the key is retired and how long the state has left, in
+    /// one round trip. State that does not parse is treated as no session, never as an error
+    /// page.
+    pub async fn load(&self, key: &SessionKey) -> Result<Option<Loaded>, LoadError> {
         let (name, retired) = (state_key(key.as_ref()), retired_key(key.as_ref()));
-        let (json, marker): (Option<String>, Option<String>) = self
-            .query(async |conn| redis::cmd("MGET").arg(&name).arg(&retired).query_async(conn).await)
+        let ((json, marker), left): ((Option<String>, Option<String>), i64) = self
+            .query(async |conn| {
+                redis::pipe()
+                    .cmd("MGET")
+                    .arg(&name)
+                    .arg(&retired)
+                    .cmd("PTTL")
+                    .arg(&name)
+                    .query_async(conn)
+                    .await
+            })
             .await
             .map_err(LoadError::Other)?;
-        Ok(json.and_then(|json| serde_json::from_str(&json).ok()).map(|state| (state, marker.is_some())))
+        // PTTL: milliseconds left, or negative for a key without expiry or gone meanwhile.
+        let expires_in = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()).map(|state| Loaded {
+            state,
+            retired: marker.is_some(),
+            expires_in,
+        }))
     }
 
     /// Stores new state under a fresh random key that lives for `ttl`, and returns the key.

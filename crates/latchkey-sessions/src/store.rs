@@ -1,4 +1,5 @@
-//! `Store`: the session store chosen at run time, with per-session lifetimes and retirement.
+//! `Store`: the session store chosen at run time, with per-session lifetimes, retirement, and
+//! a per-instance cache of the Redis and database stores' state.
 
 use std::time::Duration;
 
@@ -8,8 +9,11 @@ use actix_session::storage::{
 };
 use actix_session::SessionMiddleware;
 use actix_web::cookie::{Key, SameSite};
+use sha2::{Digest, Sha256};
 
+use crate::cache::{Cache, Entries};
 use crate::database::DatabaseStore;
+use crate::invalidation::Invalidations;
 use crate::redis::RedisStore;
 use crate::typed::State;
 use crate::{cookie_name, keys, Lifetimes};
@@ -25,14 +29,44 @@ pub enum Backend {
     Database(DatabaseStore),
 }
 
+/// Server-side state as a backend read it.
+pub struct Loaded {
+    /// The state, without the retired mark.
+    pub state: State,
+    /// Whether the key is retired (in its grace period).
+    pub retired: bool,
+    /// How long the backend keeps the state from now.
+    pub expires_in: Duration,
+}
+
 /// The configured store. actix-session's middleware is generic over one store type; this type
 /// lets the backend be chosen at run time, and adds what the backends lack: a lifetime per
-/// session (a remembered login lives far longer than a browser session) and retirement (a
-/// replaced id keeps working for a grace period but is never written or renewed again).
+/// session (a remembered login lives far longer than a browser session), retirement (a
+/// replaced id keeps working for a grace period but is never written or renewed again), and
+/// a per-instance cache of server-side state ([`Store::with_cache`]).
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
     lifetimes: Lifetimes,
+    /// State and retired mark by [`key_id`]; invalidated with `s:<key id>`.
+    cache: Cache<(State, bool)>,
+}
+
+/// The SHA-256 (hex) of a session key: how the database stores it, and how the state cache
+/// names it on the invalidation channel (never the key itself).
+pub(crate) fn key_id(key: &SessionKey) -> String {
+    hex::encode(Sha256::digest(key.as_ref().as_bytes()))
+}
+
+/// The state cache's messages: `s:<key id>`.
+fn receive(entries: &Entries<(State, bool)>, message: &str) -> bool {
+    match message.strip_prefix("s:") {
+        Some(id) => {
+            entries.remove(id);
+            true
+        }
+        None => false,
+    }
 }
 
 impl Store {
@@ -45,7 +79,24 @@ impl Store {
     /// assert_eq!(store.describe(), "signed and encrypted cookies");
     /// ```
     pub fn new(backend: Backend, lifetimes: Lifetimes) -> Self {
-        Self { backend, lifetimes }
+        Self { backend, lifetimes, cache: Cache::off() }
+    }
+
+    /// Keeps the state of the Redis and database stores in this instance's memory: at most
+    /// `capacity` sessions, each at most `ttl` and never past the backend's own expiry, kept
+    /// consistent with the other instances through `invalidations` (see [`crate::cache`]).
+    /// Every write of state (on any instance) invalidates it. The cookie store has nothing
+    /// to cache.
+    pub fn with_cache(mut self, ttl: Duration, capacity: usize, invalidations: &Invalidations) -> Self {
+        if self.rotates_ids() {
+            self.cache = Cache::new(ttl, capacity, invalidations, receive);
+        }
+        self
+    }
+
+    /// How many sessions' state this instance holds in its cache.
+    pub fn cached_states(&self) -> usize {
+        self.cache.len()
     }
 
     /// Where this store keeps session state.
@@ -125,12 +176,59 @@ fn stored(mut state: State) -> (State, bool) {
     (state, retired)
 }
 
+impl Store {
+    /// The state under `key` from the cache, or else from `read` (the backend), which the
+    /// cache then keeps until the backend's expiry at most.
+    async fn load_cached(
+        &self,
+        key: &SessionKey,
+        read: impl AsyncFnOnce() -> Result<Option<Loaded>, LoadError>,
+    ) -> Result<Option<(State, bool)>, LoadError> {
+        if !self.cache.is_serving() {
+            return Ok(read().await?.map(|loaded| (loaded.state, loaded.retired)));
+        }
+        let id = key_id(key);
+        if let Some(cached) = self.cache.get(&id) {
+            return Ok(Some(cached));
+        }
+        let ticket = self.cache.ticket();
+        let Some(loaded) = read().await? else { return Ok(None) };
+        if let Some(ticket) = ticket {
+            self.cache.put(ticket, &id, (loaded.state.clone(), loaded.retired), loaded.expires_in);
+        }
+        Ok(Some((loaded.state, loaded.retired)))
+    }
+
+    /// Saves new state through `write` (the backend), and keeps it in the cache: the next
+    /// request of a new session (the page after a login) need not read it back.
+    async fn save_cached(
+        &self,
+        state: State,
+        ttl: Duration,
+        write: impl AsyncFnOnce(State) -> Result<SessionKey, SaveError>,
+    ) -> Result<SessionKey, SaveError> {
+        let Some(ticket) = self.cache.ticket() else { return write(state).await };
+        let key = write(state.clone()).await?;
+        self.cache.put(ticket, &key_id(&key), (state, false), ttl);
+        Ok(key)
+    }
+
+    /// The state under `key` changed or its life did: forgets it here and on every instance
+    /// (even while this instance's subscription is down: the others' may be up).
+    async fn forget(&self, key: &SessionKey) {
+        if self.cache.is_on() {
+            let id = key_id(key);
+            self.cache.forget(|entries| entries.remove(&id), &format!("s:{id}")).await;
+        }
+    }
+}
+
 impl SessionStore for Store {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         let loaded = match &self.backend {
             Backend::Cookie => return CookieSessionStore::default().load(key).await,
-            Backend::Redis(store) => store.load(key).await?,
-            Backend::Database(store) => store.load(key).await?,
+            Backend::Redis(store) => self.load_cached(key, async || store.load(key).await).await?,
+            Backend::Database(store) => self.load_cached(key, async || store.load(key).await).await?,
         };
         Ok(loaded.map(|(mut state, retired)| {
             if retired {
@@ -152,8 +250,12 @@ impl SessionStore for Store {
                 fits_in_cookie(&state).map_err(SaveError::Other)?;
                 CookieSessionStore::default().save(state, &cookie_ttl(ttl)).await
             }
-            Backend::Redis(store) => store.save(state, ttl).await,
-            Backend::Database(store) => store.save(state, ttl).await,
+            Backend::Redis(store) => {
+                self.save_cached(state, ttl, async |state| store.save(state, ttl).await).await
+            }
+            Backend::Database(store) => {
+                self.save_cached(state, ttl, async |state| store.save(state, ttl).await).await
+            }
         }
     }
 
@@ -168,15 +270,17 @@ impl SessionStore for Store {
     ) -> Result<SessionKey, UpdateError> {
         let (state, retired) = stored(state);
         let ttl = self.ttl(&state);
-        match &self.backend {
+        let written = match &self.backend {
             Backend::Cookie => {
                 fits_in_cookie(&state).map_err(UpdateError::Other)?;
-                CookieSessionStore::default().update(key, state, &cookie_ttl(ttl)).await
+                return CookieSessionStore::default().update(key, state, &cookie_ttl(ttl)).await;
             }
-            _ if retired => Ok(key),
-            Backend::Redis(store) => store.update(&key, state, ttl).await.map(|_| key),
-            Backend::Database(store) => store.update(&key, state, ttl).await.map(|_| key),
-        }
+            _ if retired => return Ok(key),
+            Backend::Redis(store) => store.update(&key, state, ttl).await,
+            Backend::Database(store) => store.update(&key, state, ttl).await,
+        };
+        self.forget(&key).await;
+        written.map(|_| key)
     }
 
     async fn update_ttl(
@@ -184,20 +288,24 @@ impl SessionStore for Store {
         key: &SessionKey,
         ttl: &actix_web::cookie::time::Duration,
     ) -> Result<(), anyhow::Error> {
-        match &self.backend {
-            Backend::Cookie => CookieSessionStore::default().update_ttl(key, ttl).await,
+        let extended = match &self.backend {
+            Backend::Cookie => return CookieSessionStore::default().update_ttl(key, ttl).await,
             Backend::Redis(store) => store.update_ttl(key, seconds(ttl)).await,
             Backend::Database(store) => store.update_ttl(key, seconds(ttl)).await,
-        }
+        };
+        self.forget(key).await;
+        extended
     }
 
     /// Retires the key: it keeps working for the grace period, then it is gone.
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
-        match &self.backend {
-            Backend::Cookie => Ok(()),
+        let retired = match &self.backend {
+            Backend::Cookie => return Ok(()),
             Backend::Redis(store) => store.retire(key).await,
             Backend::Database(store) => store.retire(key).await,
-        }
+        };
+        self.forget(key).await;
+        retired
     }
 }
 
