@@ -18,12 +18,6 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    /// Whether this client's IP address or user agent is not the one `login` began with
-    /// (what session protection watches).
-    pub fn differs_from(&self, login: &crate::registry::Login) -> bool {
-        login.ip != self.ip || login.user_agent != self.user_agent
-    }
-
     /// The socket's peer address, unless the peer is a trusted proxy: then the nearest
     /// `X-Forwarded-For` entry that is not itself a trusted proxy. See [`client_ip`].
     pub fn of(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> Self {

@@ -155,6 +155,12 @@ impl Login {
         diesel::update(logins::table.find(id)).set(logins::last_seen_at.eq(now)).execute(conn).map(drop)
     }
 
+    /// Whether `client`'s IP address or user agent is not the one this login began with (or
+    /// last proved itself from): what session protection watches.
+    pub fn client_changed(&self, client: &crate::client::ClientInfo) -> bool {
+        self.ip != client.ip || self.user_agent != client.user_agent
+    }
+
     /// Records a fresh proof of identity at `now` from `client` (re-authentication): the
     /// login is fresh again, and the client that proved it is the one session protection
     /// compares later requests with.

@@ -224,7 +224,7 @@ pub fn check<U: AuthUser>(
         return Ok(Verdict::Expired { user_id: login.user_id });
     }
     let mut flagged = false;
-    if client.differs_from(&login) {
+    if login.client_changed(client) {
         match policy.protection {
             Protection::Off => {}
             Protection::Basic if login.fresh => {
@@ -315,7 +315,7 @@ pub(crate) fn check_cached<U: AuthUser>(
         Protection::Basic => login.fresh,
         Protection::Strong => true,
     };
-    if protection_acts && client.differs_from(login) {
+    if protection_acts && login.client_changed(client) {
         return None;
     }
     let mut in_grace = false;

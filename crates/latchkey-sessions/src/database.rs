@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::store::{key_id, Loaded};
+use crate::server_side::{key_id, Loaded};
 use crate::typed::State;
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
 use chrono::{NaiveDateTime, Utc};

@@ -75,6 +75,7 @@ pub mod invalidation;
 mod lifecycle;
 pub mod redis;
 mod rekey;
+pub mod server_side;
 mod store;
 mod typed;
 

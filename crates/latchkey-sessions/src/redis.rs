@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
 
-use crate::store::Loaded;
+use crate::server_side::Loaded;
 use crate::typed::State;
 use redis::aio::MultiplexedConnection;
 

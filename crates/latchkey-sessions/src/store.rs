@@ -9,12 +9,12 @@ use actix_session::storage::{
 };
 use actix_session::SessionMiddleware;
 use actix_web::cookie::{Key, SameSite};
-use sha2::{Digest, Sha256};
 
 use crate::cache::{Cache, Entries};
 use crate::database::DatabaseStore;
 use crate::invalidation::Invalidations;
 use crate::redis::RedisStore;
+use crate::server_side::{key_id, Loaded};
 use crate::typed::State;
 use crate::{cookie_name, keys, Lifetimes};
 
@@ -29,16 +29,6 @@ pub enum Backend {
     Database(DatabaseStore),
 }
 
-/// Server-side state as a backend read it.
-pub struct Loaded {
-    /// The state, without the retired mark.
-    pub state: State,
-    /// Whether the key is retired (in its grace period).
-    pub retired: bool,
-    /// How long the backend keeps the state from now.
-    pub expires_in: Duration,
-}
-
 /// The configured store. actix-session's middleware is generic over one store type; this type
 /// lets the backend be chosen at run time, and adds what the backends lack: a lifetime per
 /// session (a remembered login lives far longer than a browser session), retirement (a
@@ -50,12 +40,6 @@ pub struct Store {
     lifetimes: Lifetimes,
     /// State and retired mark by [`key_id`]; invalidated with `s:<key id>`.
     cache: Cache<(State, bool)>,
-}
-
-/// The SHA-256 (hex) of a session key: how the database stores it, and how the state cache
-/// names it on the invalidation channel (never the key itself).
-pub(crate) fn key_id(key: &SessionKey) -> String {
-    hex::encode(Sha256::digest(key.as_ref().as_bytes()))
 }
 
 /// The state cache's messages: `s:<key id>`.
