@@ -95,7 +95,13 @@ impl Browser {
 
     /// The CSRF token of the page at `path`.
     pub async fn csrf_token(&self, path: &str) -> String {
-        csrf_token_in(&self.get_html(path).await)
+        let response = self.get(path).await;
+        let (status, location) = (response.status(), response.headers().get("location").cloned());
+        let html = response.text().await.expect("body");
+        if status.is_redirection() || status.is_server_error() {
+            panic!("GET {path} for its CSRF token answered {status} (location {location:?}): {html:.1000}");
+        }
+        csrf_token_in(&html)
     }
 
     /// Fills in the form of the page at `page` that posts to `action`: `fields`, plus the

@@ -23,7 +23,7 @@ pub fn text_in(html: &str, css: &str) -> Option<String> {
 pub fn csrf_token_in(html: &str) -> String {
     attribute_in(html, r#"input[name="csrf_token"]"#, "value")
         .or_else(|| attribute_in(html, r#"meta[name="csrf-token"]"#, "content"))
-        .expect("a CSRF token on the page")
+        .unwrap_or_else(|| panic!("no CSRF token on the page:\n{html:.2000}"))
 }
 
 /// The lines of a cart page: (product id, quantity) per line, in page order.
