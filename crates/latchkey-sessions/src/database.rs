@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
-use crate::server_side::{key_id, Loaded};
-use crate::typed::State;
 use actix_session::storage::{generate_session_key, LoadError, SaveError, SessionKey, UpdateError};
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use latchkey_db::{DbConnection, DbError, Pool};
+
+use crate::server_side::{key_id, Loaded};
+use crate::typed::State;
 
 /// The table this store needs, as `diesel print-schema` writes it.
 pub mod schema {
