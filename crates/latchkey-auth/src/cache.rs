@@ -21,10 +21,17 @@ use chrono::NaiveDateTime;
 use latchkey_sessions::cache::{Cache, Entries, Ticket};
 use latchkey_sessions::invalidation::{Channel, Invalidations};
 
+use crate::current::Authenticated;
 use crate::registry::Login;
 
-/// A cached login and its user (of the application's user type).
-type Cached = (Login, Arc<dyn Any + Send + Sync>);
+/// A cached login and its user: the user's id (what `u:` invalidations match) and an
+/// `Authenticated<U>` of the application's user type, shared with the requests it serves, so
+/// a request served from the cache copies nothing.
+#[derive(Clone)]
+struct Cached {
+    user_id: i32,
+    authenticated: Arc<dyn Any + Send + Sync>,
+}
 
 /// The cache; cheap to clone. [`LoginCache::off`] caches nothing.
 #[derive(Clone)]
@@ -37,7 +44,7 @@ pub struct LoginCache {
 fn receive(entries: &Entries<Cached>, message: &str) -> bool {
     match message.split_once(':') {
         Some(("u", id)) => match id.parse::<i32>() {
-            Ok(user_id) => entries.retain(|(login, _)| login.user_id != user_id),
+            Ok(user_id) => entries.retain(|cached| cached.user_id != user_id),
             Err(_) => entries.retain(|_| false),
         },
         Some(("l", id)) => entries.remove(id),
@@ -80,10 +87,8 @@ impl LoginCache {
     }
 
     /// The login `id` and its user, if cached, fresh and the channel is up.
-    pub(crate) fn get<U: Clone + Send + Sync + 'static>(&self, id: &str) -> Option<(Login, U)> {
-        let (login, user) = self.cache.get(id)?;
-        let user = user.downcast_ref::<U>()?.clone();
-        Some((login, user))
+    pub(crate) fn get<U: Send + Sync + 'static>(&self, id: &str) -> Option<Arc<Authenticated<U>>> {
+        self.cache.get(id)?.authenticated.downcast().ok()
     }
 
     /// Taken before reading the database; `None` when nothing may be stored.
@@ -93,22 +98,33 @@ impl LoginCache {
 
     /// Stores what a check read, unless an invalidation arrived since `ticket` (the read may
     /// predate it) or the cache is full of entries still fresh.
-    pub(crate) fn put<U: Clone + Send + Sync + 'static>(&self, ticket: Ticket, login: &Login, user: &U) {
-        let cached: Cached = (login.clone(), Arc::new(user.clone()));
+    pub(crate) fn put<U: Send + Sync + 'static>(&self, ticket: Ticket, authenticated: Arc<Authenticated<U>>) {
+        let id = authenticated.login.id.clone();
+        let cached = Cached { user_id: authenticated.login.user_id, authenticated };
         // The time to live alone bounds the entry: the rules re-check the login's own deadlines.
-        self.cache.put(ticket, &login.id, cached, Duration::MAX);
+        self.cache.put(ticket, &id, cached, Duration::MAX);
     }
 
-    /// Records that the login `id` was seen at `now` (its `last_seen_at` is being written).
-    pub(crate) fn touched(&self, id: &str, now: NaiveDateTime) {
-        self.cache.modify(id, |(login, _)| login.last_seen_at = now);
+    /// Records that the login `id` was seen at `now` (its `last_seen_at` is being written):
+    /// the entry becomes a copy with the new time, which is returned (the one request in a
+    /// touch interval that pays for a copy).
+    pub(crate) fn touched<U: Clone + Send + Sync + 'static>(
+        &self,
+        cached: &Authenticated<U>,
+        now: NaiveDateTime,
+    ) -> Arc<Authenticated<U>> {
+        let login = Login { last_seen_at: now, ..cached.login.clone() };
+        let touched = Arc::new(Authenticated { user: cached.user.clone(), login });
+        let entry = Arc::clone(&touched);
+        self.cache.modify(&touched.login.id, |cached| cached.authenticated = entry);
+        touched
     }
 
     /// Every login of `user_id` or the user changed (a logout everywhere, a new password, a
     /// disabled account, a new email address or role): forgets them here and tells the other
     /// instances.
     pub async fn forget_user(&self, user_id: i32) {
-        let forget = |entries: &Entries<Cached>| entries.retain(|(login, _)| login.user_id != user_id);
+        let forget = |entries: &Entries<Cached>| entries.retain(|cached| cached.user_id != user_id);
         self.cache.forget(forget, &format!("u:{user_id}")).await
     }
 

@@ -21,19 +21,54 @@ impl ClientInfo {
     /// The socket's peer address, unless the peer is a trusted proxy: then the nearest
     /// `X-Forwarded-For` entry that is not itself a trusted proxy. See [`client_ip`].
     pub fn of(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> Self {
-        let forwarded: Vec<&str> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect();
-        let ip = req.peer_addr().map(|addr| client_ip(addr.ip(), &forwarded, trusted_proxies));
+        Client::of(req, trusted_proxies).to_info()
+    }
+
+    /// The borrowed form, to compare with a login.
+    pub fn view(&self) -> Client<'_> {
+        Client {
+            ip: self.ip.as_deref().and_then(|ip| ip.parse().ok()),
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
+}
+
+/// [`ClientInfo`] borrowed from the request: what every logged-in request compares with its
+/// login, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client<'a> {
+    /// The client's IP address (see [`client_ip`]); `None` when the peer is unknown.
+    pub ip: Option<IpAddr>,
+    /// The `User-Agent` header, cut to 512 characters; `None` when absent or not text.
+    pub user_agent: Option<&'a str>,
+}
+
+impl<'a> Client<'a> {
+    /// The client of `req`, as [`ClientInfo::of`] records it.
+    pub fn of(req: &'a HttpRequest, trusted_proxies: &[IpAddr]) -> Self {
+        let ip = req.peer_addr().map(|addr| {
+            if trusted_proxies.is_empty() {
+                return addr.ip().to_canonical();
+            }
+            let forwarded: Vec<&str> = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .collect();
+            client_ip(addr.ip(), &forwarded, trusted_proxies)
+        });
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(USER_AGENT_MAX).collect());
-        Self { ip: ip.map(|ip| ip.to_string()), user_agent }
+            .map(|ua| ua.char_indices().nth(USER_AGENT_MAX).map_or(ua, |(end, _)| &ua[..end]));
+        Self { ip, user_agent }
+    }
+
+    /// The owned form, as logins record it.
+    pub fn to_info(self) -> ClientInfo {
+        ClientInfo { ip: self.ip.map(|ip| ip.to_string()), user_agent: self.user_agent.map(str::to_owned) }
     }
 }
 
@@ -95,6 +130,31 @@ mod tests {
         let chain = ["6.6.6.6", "not an address", "10.0.0.2"];
         assert_eq!(client_ip(ip("10.0.0.1"), &chain, &proxies), ip("10.0.0.2"));
         assert_eq!(client_ip(ip("10.0.0.1"), &["6.6.6.6", ""], &proxies), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_borrowed_and_owned_forms_agree() {
+        let client =
+            Client { ip: Some(ip("::ffff:198.51.100.7").to_canonical()), user_agent: Some("curl/8") };
+        let info = client.to_info();
+        assert_eq!(info, ClientInfo { ip: Some("198.51.100.7".into()), user_agent: Some("curl/8".into()) });
+        assert_eq!(info.view(), client);
+        let unknown = ClientInfo { ip: None, user_agent: None };
+        assert_eq!(unknown.view(), Client { ip: None, user_agent: None });
+    }
+
+    #[test]
+    fn user_agents_are_cut_at_512_characters() {
+        // Header values that are text are visible ASCII, so characters are bytes here.
+        let long = "Mozilla/5.0 ".repeat(50);
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::USER_AGENT, long.as_str()))
+            .peer_addr("203.0.113.9:4000".parse().unwrap_or_else(|_| unreachable!("a socket address")))
+            .to_http_request();
+        let client = Client::of(&req, &[]);
+        assert_eq!(client.user_agent.map(|ua| ua.chars().count()), Some(USER_AGENT_MAX));
+        assert_eq!(client.ip, Some(ip("203.0.113.9")));
+        assert_eq!(ClientInfo::of(&req, &[]).user_agent.as_deref(), client.user_agent);
     }
 
     #[test]

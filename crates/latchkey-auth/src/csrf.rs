@@ -122,9 +122,13 @@ pub fn verify(req: &HttpRequest, submitted: Option<&str>) -> Result<(), AuthErro
 
 /// This browser's CSRF secret, if it sent a well-formed one.
 pub fn browser_secret(req: &HttpRequest, production: bool) -> Option<String> {
-    req.cookie(cookie_name(production))
-        .map(|c| c.value().to_owned())
-        .filter(|v| v.len() == 43 && URL_SAFE_NO_PAD.decode(v).is_ok())
+    let name = cookie_name(production);
+    let cookies = req.cookies().ok()?;
+    let value = cookies.iter().find(|cookie| cookie.name() == name)?.value();
+    // 43 characters of unpadded base64 are the 32 bytes of a secret.
+    let mut secret = [0u8; 32];
+    let well_formed = value.len() == 43 && URL_SAFE_NO_PAD.decode_slice(value, &mut secret).is_ok();
+    well_formed.then(|| value.to_owned())
 }
 
 fn derive(key: &[u8], secret: &str) -> String {

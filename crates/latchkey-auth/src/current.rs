@@ -6,6 +6,7 @@
 
 use std::ops::Deref;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_identity::IdentityExt;
 use actix_web::dev::Payload;
@@ -16,7 +17,7 @@ use latchkey_sessions::{keys, ServedInGrace, TypedSession};
 use tokio::sync::OnceCell;
 
 use crate::audit::{Event, Record};
-use crate::client::ClientInfo;
+use crate::client::Client;
 use crate::error::AuthError;
 use crate::registry::{token_id, Login};
 use crate::rules::{check, check_cached, Touch, Verdict};
@@ -55,14 +56,14 @@ pub enum CurrentUser<U> {
     /// No live login: never logged in, logged out, or the login ended.
     Anonymous,
     /// A live login and its user.
-    Authenticated(Rc<Authenticated<U>>),
+    Authenticated(Arc<Authenticated<U>>),
 }
 
 impl<U> Clone for CurrentUser<U> {
     fn clone(&self) -> Self {
         match self {
             Self::Anonymous => Self::Anonymous,
-            Self::Authenticated(user) => Self::Authenticated(Rc::clone(user)),
+            Self::Authenticated(user) => Self::Authenticated(Arc::clone(user)),
         }
     }
 }
@@ -136,14 +137,15 @@ impl<U: AuthUser> CurrentUser<U> {
         let generation = session.get(keys::LOGIN_GENERATION).unwrap_or(0);
         let now = chrono::Utc::now().naive_utc();
         let policy = std::sync::Arc::clone(&auth.policy);
-        let client = ClientInfo::of(req, &policy.trusted_proxies);
-        if let Some(served) = Self::from_cache(auth, &id, generation, now, &client, touch) {
+        let client = Client::of(req, &policy.trusted_proxies);
+        if let Some(served) = Self::from_cache(auth, &id, generation, now, client, touch) {
             if served.in_grace {
                 req.extensions_mut().insert(ServedInGrace);
             }
             return Ok(served.user);
         }
         let ticket = auth.logins.ticket();
+        let client = client.to_info();
         let verdict = latchkey_db::run(&auth.pool, {
             let id = id.clone();
             move |conn| check::<U>(conn, &id, generation, now, &policy, &client, touch)
@@ -151,12 +153,13 @@ impl<U: AuthUser> CurrentUser<U> {
         .await?;
         match verdict {
             Verdict::Live { login, user, generation, in_grace, flagged } => {
+                let authenticated = Arc::new(Authenticated { user, login });
                 if generation.is_some() || flagged {
                     // The check moved the login on (or marked it not fresh): other instances
                     // must read it again.
                     auth.logins.forget_login(&id).await;
                 } else if let Some(ticket) = ticket {
-                    auth.logins.put(ticket, &login, &user);
+                    auth.logins.put(ticket, Arc::clone(&authenticated));
                 }
                 if let Some(generation) = generation {
                     session.insert(keys::LOGIN_GENERATION, &generation).map_err(AuthError::internal)?;
@@ -166,13 +169,14 @@ impl<U: AuthUser> CurrentUser<U> {
                 }
                 if flagged {
                     let detail = "IP address or browser changed: the login needs the password again";
+                    let user_id = authenticated.login.user_id;
                     crate::guard::record(
                         req,
-                        Record::of(req, Event::SessionProtection).user(login.user_id).detail(detail),
+                        Record::of(req, Event::SessionProtection).user(user_id).detail(detail),
                     )
                     .await;
                 }
-                Ok(Self::Authenticated(Rc::new(Authenticated { user, login })))
+                Ok(Self::Authenticated(authenticated))
             }
             ended => {
                 if matches!(ended, Verdict::Expired { .. } | Verdict::Ended { .. }) {
@@ -215,14 +219,13 @@ impl<U: AuthUser> CurrentUser<U> {
         id: &str,
         generation: i64,
         now: chrono::NaiveDateTime,
-        client: &ClientInfo,
+        client: Client<'_>,
         touch: Touch,
     ) -> Option<Served<U>> {
-        let (mut login, user) = auth.logins.get::<U>(id)?;
-        let live = check_cached(&login, &user, generation, now, &auth.policy, client, touch)?;
+        let mut cached = auth.logins.get::<U>(id)?;
+        let live = check_cached(&cached.login, &cached.user, generation, now, &auth.policy, client, touch)?;
         if live.touch_due {
-            auth.logins.touched(id, now);
-            login.last_seen_at = now;
+            cached = auth.logins.touched(&cached, now);
             let (pool, id) = (auth.pool.clone(), id.to_owned());
             actix_web::rt::spawn(async move {
                 if let Err(error) = latchkey_db::run(&pool, move |conn| Login::touch(conn, &id, now)).await {
@@ -230,8 +233,7 @@ impl<U: AuthUser> CurrentUser<U> {
                 }
             });
         }
-        let user = Self::Authenticated(Rc::new(Authenticated { user, login }));
-        Some(Served { user, in_grace: live.in_grace })
+        Some(Served { user: Self::Authenticated(cached), in_grace: live.in_grace })
     }
 }
 
@@ -290,11 +292,11 @@ impl<U: AuthUser> FromRequest for CurrentUser<U> {
 ///     format!("{} (login started {})", user.email, user.login().created_at)
 /// }
 /// ```
-pub struct LoginRequired<U>(pub Rc<Authenticated<U>>);
+pub struct LoginRequired<U>(pub Arc<Authenticated<U>>);
 
 impl<U> Clone for LoginRequired<U> {
     fn clone(&self) -> Self {
-        Self(Rc::clone(&self.0))
+        Self(Arc::clone(&self.0))
     }
 }
 
@@ -382,7 +384,7 @@ pub struct UnconfirmedAllowed;
 ///     .app_data(FormPage("/account/delete"))
 ///     .route(web::post().to(delete_account));
 /// ```
-pub struct FreshLoginRequired<U>(pub Rc<Authenticated<U>>);
+pub struct FreshLoginRequired<U>(pub Arc<Authenticated<U>>);
 
 impl<U> FreshLoginRequired<U> {
     /// The login the user is logged in through.
@@ -392,7 +394,7 @@ impl<U> FreshLoginRequired<U> {
 
     /// The same user, as a [`LoginRequired`].
     pub fn as_login_required(&self) -> LoginRequired<U> {
-        LoginRequired(Rc::clone(&self.0))
+        LoginRequired(Arc::clone(&self.0))
     }
 }
 

@@ -131,7 +131,13 @@ impl NewLogin<'_> {
 /// assert_eq!(latchkey_auth::registry::token_id("abc").len(), 64);
 /// ```
 pub fn token_id(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    // Every logged-in request hashes its token: encoding into a buffer of the exact size
+    // skips `hex::encode`'s character-by-character iterator.
+    let mut hex = [0u8; 64];
+    match hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut hex) {
+        Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
+        Err(_) => hex::encode(Sha256::digest(token.as_bytes())),
+    }
 }
 
 /// The condition of a login the timeouts have ended at `now` (a macro: Diesel's expression
@@ -157,8 +163,9 @@ impl Login {
 
     /// Whether `client`'s IP address or user agent is not the one this login began with (or
     /// last proved itself from): what session protection watches.
-    pub fn client_changed(&self, client: &crate::client::ClientInfo) -> bool {
-        self.ip != client.ip || self.user_agent != client.user_agent
+    pub fn client_changed(&self, client: crate::client::Client<'_>) -> bool {
+        let ip = self.ip.as_deref().map(|ip| ip.parse::<std::net::IpAddr>().ok());
+        ip != client.ip.map(Some) || self.user_agent.as_deref() != client.user_agent
     }
 
     /// Records a fresh proof of identity at `now` from `client` (re-authentication): the

@@ -8,7 +8,7 @@ use chrono::{NaiveDateTime, TimeDelta};
 use diesel::QueryResult;
 use latchkey_db::DbConnection;
 
-use crate::client::ClientInfo;
+use crate::client::{Client, ClientInfo};
 use crate::registry::Login;
 use crate::user::AuthUser;
 
@@ -224,7 +224,7 @@ pub fn check<U: AuthUser>(
         return Ok(Verdict::Expired { user_id: login.user_id });
     }
     let mut flagged = false;
-    if login.client_changed(client) {
+    if login.client_changed(client.view()) {
         match policy.protection {
             Protection::Off => {}
             Protection::Basic if login.fresh => {
@@ -300,7 +300,7 @@ pub(crate) fn check_cached<U: AuthUser>(
     generation: i64,
     now: NaiveDateTime,
     policy: &LoginPolicy,
-    client: &ClientInfo,
+    client: Client<'_>,
     touch: Touch,
 ) -> Option<CachedLive> {
     if touch == Touch::Force
