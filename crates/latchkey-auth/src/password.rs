@@ -237,17 +237,20 @@ impl HashPool {
             let jobs = Arc::clone(&jobs);
             std::thread::Builder::new()
                 .name(format!("password-hash-{n}"))
-                .spawn(move || loop {
-                    // One idle thread waits on the queue while holding the lock; the others
-                    // wait for the lock. The queue closes when the last `Hasher` is dropped.
-                    let next = match jobs.lock() {
-                        Ok(jobs) => jobs.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = next else { return };
-                    // A panic in one job must not take the thread (and its share of the
-                    // pool) with it; the job's caller sees its answer dropped.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        // One idle thread waits on the queue while holding the lock; the others
+                        // wait for the lock. The queue closes when the last `Hasher` is dropped.
+                        let next = match jobs.lock() {
+                            Ok(jobs) => jobs.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = next else { return };
+                        // A panic in one job must not take the thread (and its share of the
+                        // pool) with it; the job's caller sees its answer dropped.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
                 })
                 .map_err(AuthError::internal)?;
         }
@@ -277,6 +280,25 @@ impl HashPool {
         answered.await.map_err(|_| AuthError::internal(anyhow::anyhow!("a password hash failed (panicked)")))
     }
 }
+
+/// How much lower than the workers a hashing thread runs: at nice 10 the scheduler gives it
+/// about a tenth of a core the workers want (and all of one they leave), and a worker woken by a
+/// request takes the core back at once instead of after the hash's time slice. Logins wait;
+/// pages do not.
+const HASHING_NICENESS: i32 = 10;
+
+/// Lowers the calling (hashing) thread's priority; Linux keeps a nice value per thread.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    let thread = rustix::thread::gettid();
+    if let Err(error) = rustix::process::setpriority_process(Some(thread), HASHING_NICENESS) {
+        log::warn!("could not lower the password hashing thread's priority: {error}");
+    }
+}
+
+/// Elsewhere the hashing threads run at the workers' priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// The hashing threads a [`Hasher`] starts by default: one per core this process may run on.
 pub fn default_threads() -> usize {
