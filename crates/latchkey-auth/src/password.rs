@@ -281,17 +281,24 @@ impl HashPool {
     }
 }
 
-/// How much lower than the workers a hashing thread runs: at nice 10 the scheduler gives it
-/// about a tenth of a core the workers want (and all of one they leave), and a worker woken by a
-/// request takes the core back at once instead of after the hash's time slice. Logins wait;
-/// pages do not.
+/// How much lower than the workers a hashing thread runs: 10 steps of nice, where the
+/// scheduler gives it about a tenth of a core the workers want (and all of one they leave), and
+/// a worker woken by a request takes the core back at once instead of after the hash's time
+/// slice. Logins wait; pages do not.
 const HASHING_NICENESS: i32 = 10;
 
-/// Lowers the calling (hashing) thread's priority; Linux keeps a nice value per thread.
+/// The lowest priority (highest nice value) there is.
+const NICE_MAX: i32 = 19;
+
+/// Lowers the calling (hashing) thread's priority by [`HASHING_NICENESS`] below the thread
+/// that started it; Linux keeps a nice value per thread.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    let thread = rustix::thread::gettid();
-    if let Err(error) = rustix::process::setpriority_process(Some(thread), HASHING_NICENESS) {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let thread = Some(rustix::thread::gettid());
+    let lowered = getpriority_process(thread)
+        .and_then(|nice| setpriority_process(thread, (nice + HASHING_NICENESS).min(NICE_MAX)));
+    if let Err(error) = lowered {
         log::warn!("could not lower the password hashing thread's priority: {error}");
     }
 }
@@ -391,6 +398,17 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[actix_web::test]
+    async fn hashing_threads_run_below_the_thread_that_started_them() -> Result<(), AuthError> {
+        use rustix::process::getpriority_process;
+        let starter = getpriority_process(None).map_err(AuthError::internal)?;
+        let pool = HashPool::start(1, 1)?;
+        let hashing = pool.run(|| getpriority_process(Some(rustix::thread::gettid()))).await?;
+        assert_eq!(hashing.map_err(AuthError::internal)?, (starter + HASHING_NICENESS).min(NICE_MAX));
+        Ok(())
+    }
 
     #[test]
     fn round_trip_and_wrong_password() -> Result<(), bcrypt::BcryptError> {
