@@ -21,8 +21,7 @@ use chrono::NaiveDateTime;
 use latchkey_sessions::cache::{Cache, Entries, Ticket};
 use latchkey_sessions::invalidation::{Channel, Invalidations};
 
-use crate::current::Authenticated;
-use crate::registry::Login;
+use crate::registry::{Authenticated, Login};
 
 /// A cached login and its user: the user's id (what `u:` invalidations match) and an
 /// `Authenticated<U>` of the application's user type, shared with the requests it serves, so

@@ -19,19 +19,10 @@ use tokio::sync::OnceCell;
 use crate::audit::{Event, Record};
 use crate::client::Client;
 use crate::error::AuthError;
-use crate::registry::{token_id, Login};
+use crate::registry::{token_id, Authenticated, Login};
 use crate::rules::{check, check_cached, Touch, Verdict};
 use crate::state::Auth;
 use crate::user::AuthUser;
-
-/// A user and the login they are logged in through.
-#[derive(Debug)]
-pub struct Authenticated<U> {
-    /// The user, as [`AuthUser::load`] read it for this request.
-    pub user: U,
-    /// The login's row in the registry.
-    pub login: Login,
-}
 
 /// The user behind this request, or an anonymous visitor (Flask-Login's `current_user`).
 /// Extracting it never fails for anonymous visitors.

@@ -65,8 +65,7 @@ use actix_identity::config::LogoutBehavior;
 use actix_identity::IdentityMiddleware;
 
 pub use current::{
-    prefers_json, Authenticated, CurrentUser, FormPage, FreshLoginRequired, LoginExpired, LoginRequired,
-    UnconfirmedAllowed,
+    prefers_json, CurrentUser, FormPage, FreshLoginRequired, LoginExpired, LoginRequired, UnconfirmedAllowed,
 };
 pub use error::{cause_chain, AuthError, CONFIRM_EMAIL_PAGE};
 pub use login::{
@@ -74,6 +73,7 @@ pub use login::{
     pending_login, reauthenticate, renew_login, sign_in_with_passkey, verify_second_factor,
     SecondFactorOutcome,
 };
+pub use registry::Authenticated;
 pub use rules::{LoginPolicy, LoginStatus, Protection, Rotation, Touch};
 pub use state::{Auth, LoginHook, LoginWork};
 pub use user::AuthUser;

@@ -90,6 +90,18 @@ pub struct Login {
     pub second_factor: bool,
 }
 
+/// A user and the login they are logged in through: what a request's [`CurrentUser`] holds,
+/// shared with the login cache.
+///
+/// [`CurrentUser`]: crate::CurrentUser
+#[derive(Debug)]
+pub struct Authenticated<U> {
+    /// The user, as [`AuthUser::load`](crate::AuthUser::load) read it.
+    pub user: U,
+    /// The login's row in the registry.
+    pub login: Login,
+}
+
 /// A login about to be recorded.
 #[derive(Insertable)]
 #[diesel(table_name = logins)]
