@@ -83,7 +83,9 @@ impl Application {
         let address = listener.local_addr()?;
         let production = settings.is_production();
         let shutdown_timeout = settings.shutdown_timeout;
-        log::info!(
+        // Said once everything below is ready (the password hasher's first hash included), so
+        // that whoever waits for this line can send requests at once.
+        let listening = format!(
             "latchkey listening on http://{address} ({} mode; database: {}; sessions: {}; static files: {})",
             if production { "production" } else { "development" },
             settings.database_url.describe(),
@@ -208,6 +210,7 @@ impl Application {
         .shutdown_timeout(shutdown_timeout.as_secs().max(1))
         .run();
 
+        log::info!("{listening}");
         Ok(Self { port: address.port(), server })
     }
 

@@ -221,16 +221,18 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The hashing threads and their queue.
 struct HashPool {
     queue: std::sync::mpsc::SyncSender<Job>,
-    threads: usize,
-    capacity: usize,
-    /// How long a refused client is told to wait: about the time a full queue takes to drain.
-    retry_after: std::sync::OnceLock<Duration>,
+    /// How long a refused client is told to wait: about the time a full queue takes to drain
+    /// (at least a second).
+    retry_after: Duration,
 }
 
 impl HashPool {
-    /// Starts `threads` threads (at least one) behind a queue of `capacity` places.
-    fn start(threads: usize, capacity: usize) -> Result<Self, AuthError> {
+    /// Starts `threads` threads (at least one) behind a queue of `capacity` places, for work
+    /// that takes about `hash_time` a job.
+    fn start(threads: usize, capacity: usize, hash_time: Duration) -> Result<Self, AuthError> {
         let threads = threads.max(1);
+        let rounds = u32::try_from(capacity.div_ceil(threads)).unwrap_or(u32::MAX);
+        let retry_after = hash_time.saturating_mul(rounds).max(Duration::from_secs(1));
         let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(capacity);
         let jobs = Arc::new(std::sync::Mutex::new(jobs));
         for n in 0..threads {
@@ -254,7 +256,7 @@ impl HashPool {
                 })
                 .map_err(AuthError::internal)?;
         }
-        Ok(Self { queue, threads, capacity, retry_after: std::sync::OnceLock::new() })
+        Ok(Self { queue, retry_after })
     }
 
     /// Runs `work` on a hashing thread, or refuses at once when the queue is full.
@@ -270,8 +272,7 @@ impl HashPool {
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                let wait = self.retry_after.get().copied().unwrap_or(Duration::from_secs(1));
-                return Err(AuthError::Busy(wait));
+                return Err(AuthError::Busy(self.retry_after));
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
                 return Err(AuthError::internal(anyhow::anyhow!("the password hashing threads stopped")))
@@ -326,13 +327,15 @@ impl Hasher {
 
     /// A hasher for `cost` on `threads` threads behind a queue of `queue` places.
     pub async fn with_threads(cost: u32, threads: usize, queue: usize) -> Result<Self, AuthError> {
-        let pool = HashPool::start(threads, queue)?;
+        // Not on a hashing thread: nothing is served yet, so the lowered priority would only
+        // make the start wait on whatever else the machine runs (a cost-16 hash at nice 10
+        // beside a busy neighbour takes most of a minute).
         let started = Instant::now();
-        let dummy = pool.run(move || hash_blocking("latchkey dummy password", cost)).await?;
-        let dummy = dummy.map_err(AuthError::internal)?;
-        let drain =
-            started.elapsed() * u32::try_from(pool.capacity.div_ceil(pool.threads)).unwrap_or(u32::MAX);
-        let _ = pool.retry_after.set(drain.max(Duration::from_secs(1)));
+        let dummy = tokio::task::spawn_blocking(move || hash_blocking("latchkey dummy password", cost))
+            .await
+            .map_err(AuthError::internal)?
+            .map_err(AuthError::internal)?;
+        let pool = HashPool::start(threads, queue, started.elapsed())?;
         Ok(Self { cost, dummy, pool: Arc::new(pool), observer: None })
     }
 
@@ -404,7 +407,7 @@ mod tests {
     async fn hashing_threads_run_below_the_thread_that_started_them() -> Result<(), AuthError> {
         use rustix::process::getpriority_process;
         let starter = getpriority_process(None).map_err(AuthError::internal)?;
-        let pool = HashPool::start(1, 1)?;
+        let pool = HashPool::start(1, 1, Duration::ZERO)?;
         let hashing = pool.run(|| getpriority_process(Some(rustix::thread::gettid()))).await?;
         assert_eq!(hashing.map_err(AuthError::internal)?, (starter + HASHING_NICENESS).min(NICE_MAX));
         Ok(())
@@ -478,7 +481,7 @@ mod strength_tests {
     /// `Busy` (503 with Retry-After), and the first two still finish, in order.
     #[actix_web::test]
     async fn a_full_queue_refuses_at_once_and_the_queued_work_still_runs() -> Result<(), AuthError> {
-        let pool = Arc::new(HashPool::start(1, 1)?);
+        let pool = Arc::new(HashPool::start(1, 1, Duration::ZERO)?);
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
         let busy = {

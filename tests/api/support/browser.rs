@@ -72,7 +72,8 @@ impl Browser {
     }
 
     async fn send(request: RequestBuilder) -> Response {
-        request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"))
+        // `{:?}` shows the cause (refused, reset, timed out) that reqwest's message leaves out.
+        request.send().await.unwrap_or_else(|e| panic!("request failed: {e:?}"))
     }
 
     pub async fn get(&self, path: &str) -> Response {
