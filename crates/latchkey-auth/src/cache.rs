@@ -52,10 +52,15 @@ fn receive(entries: &Entries<Cached>, message: &str) -> bool {
     true
 }
 
+/// The message that forgets every login of `user_id`, which [`receive`] applies.
+fn user_message(user_id: i32) -> String {
+    format!("u:{user_id}")
+}
+
 /// Tells the other instances (and processes: the command line) that `user_id`'s logins or
 /// user changed; for a process without a cache of its own.
 pub async fn announce_user(channel: &Channel, user_id: i32) {
-    channel.publish(&format!("u:{user_id}")).await
+    channel.publish(&user_message(user_id)).await
 }
 
 impl LoginCache {
@@ -124,7 +129,7 @@ impl LoginCache {
     /// instances.
     pub async fn forget_user(&self, user_id: i32) {
         let forget = |entries: &Entries<Cached>| entries.retain(|cached| cached.user_id != user_id);
-        self.cache.forget(forget, &format!("u:{user_id}")).await
+        self.cache.forget(forget, &user_message(user_id)).await
     }
 
     /// The login `id` changed or ended: forgets it here and tells the other instances.

@@ -127,8 +127,7 @@ impl<U: AuthUser> CurrentUser<U> {
         let id = token_id(&token);
         let generation = session.get(keys::LOGIN_GENERATION).unwrap_or(0);
         let now = chrono::Utc::now().naive_utc();
-        let policy = std::sync::Arc::clone(&auth.policy);
-        let client = Client::of(req, &policy.trusted_proxies);
+        let client = Client::of(req, &auth.policy.trusted_proxies);
         if let Some(served) = Self::from_cache(auth, &id, generation, now, client, touch) {
             if served.in_grace {
                 req.extensions_mut().insert(ServedInGrace);
@@ -136,7 +135,7 @@ impl<U: AuthUser> CurrentUser<U> {
             return Ok(served.user);
         }
         let ticket = auth.logins.ticket();
-        let client = client.to_info();
+        let (client, policy) = (client.to_info(), Arc::clone(&auth.policy));
         let verdict = latchkey_db::run(&auth.pool, {
             let id = id.clone();
             move |conn| check::<U>(conn, &id, generation, now, &policy, &client, touch)
