@@ -145,10 +145,11 @@ impl NewLogin<'_> {
 pub fn token_id(token: &str) -> String {
     // Every logged-in request hashes its token: encoding into a buffer of the exact size
     // skips `hex::encode`'s character-by-character iterator.
+    let digest = Sha256::digest(token.as_bytes());
     let mut hex = [0u8; 64];
-    match hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut hex) {
+    match hex::encode_to_slice(digest, &mut hex) {
         Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
-        Err(_) => hex::encode(Sha256::digest(token.as_bytes())),
+        Err(_) => hex::encode(digest),
     }
 }
 
