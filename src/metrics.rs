@@ -135,7 +135,7 @@ impl Metrics {
         );
         registry.register(
             "session_cache_entries",
-            "Sessions whose state (Redis and database stores) this instance holds in its cache",
+            "Sessions whose state this instance holds in its cache (Redis and database stores; parsed states, cookie store)",
             session_cache_entries.clone(),
         );
         registry.register(

@@ -119,11 +119,13 @@ impl<U: AuthUser> CurrentUser<U> {
     }
 
     async fn load(req: &HttpRequest, touch: Touch) -> Result<Self, AuthError> {
-        let Some(token) = req.get_identity().ok().and_then(|identity| identity.id().ok()) else {
+        // The token actix-identity keeps, read once (`get_identity` and `Identity::id` would
+        // parse it twice).
+        let session = TypedSession::of(req);
+        let Some(token) = session.get(keys::IDENTITY) else {
             return Ok(Self::Anonymous);
         };
         let auth = Auth::of(req)?;
-        let session = TypedSession::of(req);
         let id = token_id(&token);
         let generation = session.get(keys::LOGIN_GENERATION).unwrap_or(0);
         let now = chrono::Utc::now().naive_utc();

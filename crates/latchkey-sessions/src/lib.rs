@@ -73,6 +73,7 @@ pub mod cache;
 pub mod database;
 pub mod invalidation;
 mod lifecycle;
+mod parsed;
 pub mod redis;
 mod rekey;
 pub mod server_side;

@@ -13,6 +13,7 @@ use actix_web::cookie::{Key, SameSite};
 use crate::cache::{Cache, Entries};
 use crate::database::DatabaseStore;
 use crate::invalidation::Invalidations;
+use crate::parsed::ParsedStates;
 use crate::redis::RedisStore;
 use crate::server_side::{key_id, Loaded};
 use crate::typed::State;
@@ -40,6 +41,8 @@ pub struct Store {
     lifetimes: Lifetimes,
     /// State and retired mark by [`key_id`]; invalidated with `s:<key id>`.
     cache: Cache<(State, bool)>,
+    /// The cookie store's states by their JSON.
+    parsed: ParsedStates,
 }
 
 /// The state cache's messages: `s:<key id>`.
@@ -63,24 +66,27 @@ impl Store {
     /// assert_eq!(store.describe(), "signed and encrypted cookies");
     /// ```
     pub fn new(backend: Backend, lifetimes: Lifetimes) -> Self {
-        Self { backend, lifetimes, cache: Cache::off() }
+        Self { backend, lifetimes, cache: Cache::off(), parsed: ParsedStates::new(0) }
     }
 
     /// Keeps the state of the Redis and database stores in this instance's memory: at most
     /// `capacity` sessions, each at most `ttl` and never past the backend's own expiry, kept
     /// consistent with the other instances through `invalidations` (see [`crate::cache`]).
-    /// Every write of state (on any instance) invalidates it. The cookie store has nothing
-    /// to cache.
+    /// Every write of state (on any instance) invalidates it. The cookie store keeps up to
+    /// `capacity` states parsed instead: its state arrives in each request's cookie, and an
+    /// entry, keyed by the state itself, is never stale.
     pub fn with_cache(mut self, ttl: Duration, capacity: usize, invalidations: &Invalidations) -> Self {
         if self.rotates_ids() {
             self.cache = Cache::new(ttl, capacity, invalidations, receive);
+        } else {
+            self.parsed = ParsedStates::new(capacity);
         }
         self
     }
 
-    /// How many sessions' state this instance holds in its cache.
+    /// How many sessions' state this instance holds in its cache (parsed, for the cookie store).
     pub fn cached_states(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.parsed.len()
     }
 
     /// Where this store keeps session state.
@@ -210,7 +216,14 @@ impl Store {
 impl SessionStore for Store {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         let loaded = match &self.backend {
-            Backend::Cookie => return CookieSessionStore::default().load(key).await,
+            // What `CookieSessionStore::load` does, through the parsed states.
+            Backend::Cookie => {
+                return self
+                    .parsed
+                    .parse(key.as_ref())
+                    .map(Some)
+                    .map_err(|e| LoadError::Deserialization(e.into()));
+            }
             Backend::Redis(store) => self.load_cached(key, async || store.load(key).await).await?,
             Backend::Database(store) => self.load_cached(key, async || store.load(key).await).await?,
         };
