@@ -4,7 +4,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use latchkey_db::DbConnection;
-use sha2::{Digest, Sha256};
 
 /// The table the registry needs, as `diesel print-schema` writes it. The application's
 /// migrations create it, with `user_id` referencing its users (`ON DELETE CASCADE`).
@@ -143,14 +142,7 @@ impl NewLogin<'_> {
 /// assert_eq!(latchkey_auth::registry::token_id("abc").len(), 64);
 /// ```
 pub fn token_id(token: &str) -> String {
-    // Every logged-in request hashes its token: encoding into a buffer of the exact size
-    // skips `hex::encode`'s character-by-character iterator.
-    let digest = Sha256::digest(token.as_bytes());
-    let mut hex = [0u8; 64];
-    match hex::encode_to_slice(digest, &mut hex) {
-        Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
-        Err(_) => hex::encode(digest),
-    }
+    latchkey_sessions::server_side::sha256_hex(token)
 }
 
 /// The condition of a login the timeouts have ended at `now` (a macro: Diesel's expression
