@@ -13,7 +13,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::typed::State;
 
-/// At most `capacity` parsed states (none when 0); when full, an arbitrary one makes room.
+/// At most this many states are kept, whatever the capacity asked for: the hot sessions of
+/// the last seconds are what saves work.
+const MAX_ENTRIES: usize = 10_000;
+/// A state longer than this is parsed every time, never kept. A login's state is about 200
+/// bytes; with `MAX_ENTRIES`, the kept states stay under about 30 MiB even if every session
+/// filled its cart.
+const MAX_KEPT_LEN: usize = 1024;
+
+/// At most `capacity` (and `MAX_ENTRIES`) parsed states, none when 0; when full, an arbitrary
+/// one makes room.
 #[derive(Clone)]
 pub(crate) struct ParsedStates {
     entries: Arc<Mutex<HashMap<String, State>>>,
@@ -22,12 +31,12 @@ pub(crate) struct ParsedStates {
 
 impl ParsedStates {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { entries: Arc::default(), capacity }
+        Self { entries: Arc::default(), capacity: capacity.min(MAX_ENTRIES) }
     }
 
     /// The state `json` holds: a copy of an earlier parse, or parsed now (and kept).
     pub(crate) fn parse(&self, json: &str) -> Result<State, serde_json::Error> {
-        if self.capacity == 0 {
+        if self.capacity == 0 || json.len() > MAX_KEPT_LEN {
             return serde_json::from_str(json);
         }
         if let Some(state) = self.lock().get(json) {
@@ -82,6 +91,15 @@ mod tests {
         let off = ParsedStates::new(0);
         assert!(off.parse(JSON).is_ok());
         assert_eq!(off.len(), 0);
+    }
+
+    #[test]
+    fn long_states_are_parsed_but_not_kept() {
+        let parsed = ParsedStates::new(2);
+        let long = format!(r#"{{"cart":"{}"}}"#, "x".repeat(MAX_KEPT_LEN));
+        assert_eq!(parsed.parse(&long).unwrap().get("cart").map(String::len), Some(MAX_KEPT_LEN));
+        assert_eq!(parsed.len(), 0);
+        assert_eq!(ParsedStates::new(usize::MAX).capacity, MAX_ENTRIES);
     }
 
     #[test]

@@ -73,8 +73,8 @@ impl Store {
     /// `capacity` sessions, each at most `ttl` and never past the backend's own expiry, kept
     /// consistent with the other instances through `invalidations` (see [`crate::cache`]).
     /// Every write of state (on any instance) invalidates it. The cookie store keeps up to
-    /// `capacity` states parsed instead: its state arrives in each request's cookie, and an
-    /// entry, keyed by the state itself, is never stale.
+    /// `capacity` (at most 10,000) states of up to 1 KiB parsed instead: its state arrives in
+    /// each request's cookie, and an entry, keyed by the state itself, is never stale.
     pub fn with_cache(mut self, ttl: Duration, capacity: usize, invalidations: &Invalidations) -> Self {
         if self.rotates_ids() {
             self.cache = Cache::new(ttl, capacity, invalidations, receive);
