@@ -221,6 +221,11 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The hashing threads and their queue.
 struct HashPool {
     queue: std::sync::mpsc::SyncSender<Job>,
+    /// One permit per thread and per place in the queue, held by each job from its admission
+    /// until it has run. Admission is counted here rather than by the channel's buffer: a job
+    /// a thread has not yet taken out of the channel (a niced thread on a busy machine wakes
+    /// late) still fills a place there, and would make the pool refuse work it has room for.
+    admitted: Arc<tokio::sync::Semaphore>,
     /// How long a refused client is told to wait: about the time a full queue takes to drain
     /// (at least a second).
     retry_after: Duration,
@@ -233,7 +238,10 @@ impl HashPool {
         let threads = threads.max(1);
         let rounds = u32::try_from(capacity.div_ceil(threads)).unwrap_or(u32::MAX);
         let retry_after = hash_time.saturating_mul(rounds).max(Duration::from_secs(1));
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(capacity);
+        let places = threads.saturating_add(capacity);
+        let admitted = Arc::new(tokio::sync::Semaphore::new(places.min(tokio::sync::Semaphore::MAX_PERMITS)));
+        // Room for every admitted job, so sending one never finds the channel full.
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(places);
         let jobs = Arc::new(std::sync::Mutex::new(jobs));
         for n in 0..threads {
             let jobs = Arc::clone(&jobs);
@@ -256,16 +264,22 @@ impl HashPool {
                 })
                 .map_err(AuthError::internal)?;
         }
-        Ok(Self { queue, retry_after })
+        Ok(Self { queue, admitted, retry_after })
     }
 
-    /// Runs `work` on a hashing thread, or refuses at once when the queue is full.
+    /// Runs `work` on a hashing thread, or refuses at once when every thread is busy and every
+    /// place in the queue taken.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AuthError> {
+        let Ok(permit) = Arc::clone(&self.admitted).try_acquire_owned() else {
+            return Err(AuthError::Busy(self.retry_after));
+        };
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            // Dropped with the job, run or not (a panic, or the threads gone), freeing its place.
+            let _permit = permit;
             // The caller may have gone (the client hung up): nobody to tell.
             let _ = answer.send(work());
         });
@@ -477,29 +491,23 @@ mod strength_tests {
         }
     }
 
-    /// One thread held busy, one place in the queue: the third job is refused at once with
+    /// One thread and one place in the queue, both taken by jobs sent back to back (before the
+    /// thread has taken the first out of the channel): the third job is refused at once with
     /// `Busy` (503 with Retry-After), and the first two still finish, in order.
     #[actix_web::test]
     async fn a_full_queue_refuses_at_once_and_the_queued_work_still_runs() -> Result<(), AuthError> {
         let pool = Arc::new(HashPool::start(1, 1, Duration::ZERO)?);
         let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        // Both sent at once, however late the thread wakes to take the first.
         let busy = {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move {
-                pool.run(move || {
-                    let _ = started.send(());
-                    held.recv().is_ok()
-                })
-                .await
-            })
+            tokio::spawn(async move { pool.run(move || held.recv().is_ok()).await })
         };
-        running.await.map_err(AuthError::internal)?;
         let queued = {
             let pool = Arc::clone(&pool);
             tokio::spawn(async move { pool.run(|| "queued").await })
         };
-        // Let the spawned task put its job in the queue (this runtime has one thread).
+        // Let the spawned tasks put their jobs in the queue (this runtime has one thread).
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
