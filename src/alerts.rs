@@ -129,7 +129,7 @@ impl Alert {
     /// Stores the alert unless one of the same rule and subject was raised since `since`;
     /// returns whether it was stored.
     fn insert_unless_raised_since(&self, conn: &mut DbConnection, since: NaiveDateTime) -> QueryResult<bool> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let raised: i64 = alerts::table
                 .filter(alerts::rule.eq(&self.rule))
                 .filter(alerts::subject.eq(&self.subject))

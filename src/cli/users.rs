@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 
 use anyhow::Context as _;
-use diesel::Connection;
 use latchkey_auth::audit::{Event, Record};
 use latchkey_auth::password::{self, Hasher, Password};
 use latchkey_auth::registry::Login;
@@ -39,7 +38,7 @@ async fn create(pool: &Pool, settings: &Settings, email: &str, admin: bool) -> a
     let now = chrono::Utc::now().naive_utc();
     let address = email.clone();
     let user = db::run(pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let user = NewUser {
                 email: &address,
                 password_hash: &hash,
@@ -92,7 +91,7 @@ async fn set_disabled(
     let address = email.clone();
     let now = chrono::Utc::now().naive_utc();
     let ended = db::run(pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let Some(user) = User::find_by_email(conn, &address)? else { return Ok(None) };
             User::set_disabled(conn, user.id, disable.then_some(now))?;
             let (event, ended) = if disable {

@@ -5,7 +5,7 @@ pub mod schema;
 
 use diesel::connection::SimpleConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-pub use latchkey_db::{ping, pool, run, DatabaseUrl, DbConnection, DbError, Pool};
+pub use latchkey_db::{ping, pool, run, write_transaction, DatabaseUrl, DbConnection, DbError, Pool};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

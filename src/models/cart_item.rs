@@ -66,7 +66,7 @@ impl CartItem {
         quantity: i32,
         max: i32,
     ) -> QueryResult<LineChange> {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             if let Some(before) = Self::lock(conn, user_id, product_id)? {
                 return Self::increase(conn, user_id, product_id, LineChange::adding(before, quantity, max));
             }

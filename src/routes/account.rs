@@ -5,7 +5,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
-use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use tera::Context;
 
@@ -233,7 +232,7 @@ async fn revoke(
     let user_id = user.id;
     let record = Record::of(&req, Event::SessionRevoked).user(user_id).detail("one other device");
     let ended = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let ended = Login::delete_for_user(conn, user_id, &id)?;
             if ended {
                 record.insert(conn)?;
@@ -340,7 +339,7 @@ async fn change_password(
     // The new hash moves the credential epoch on: every login made with the old password
     // ends, even one whose password check is still running. Their rows go too.
     let (updated, ended) = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let updated = User::set_password_hash(conn, user_id, &hash, now)?;
             let ended = Login::delete_others(conn, user_id, "")?;
             record.detail(format!("{} other login(s) ended", ended.saturating_sub(1))).insert(conn)?;
@@ -418,7 +417,7 @@ async fn change_email(
     let notice = state.mailer.notice(&state.tera, page.request(), &user.email, what, Some(&detail))?;
     let mailer = state.mailer.clone();
     db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             link.post(conn, &mailer, user_id)?;
             mailer.post(conn, &notice, now)?;
             record.insert(conn)
@@ -472,7 +471,7 @@ async fn delete_account(
     let user_id = user.id;
     let record = Record::of(page.request(), Event::UserDeleted).user(user_id);
     db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             User::delete(conn, user_id)?;
             record.insert(conn)
         })

@@ -6,7 +6,6 @@
 use actix_web::{web, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use chrono::Utc;
-use diesel::Connection;
 use serde::{Deserialize, Serialize};
 use tera::Context;
 
@@ -163,7 +162,7 @@ async fn audited<T: Send + 'static>(
 ) -> Result<T, AppError> {
     let record = record(page, event, id, admin, what);
     let changed = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let changed = change(conn)?;
             record.insert(conn)?;
             Ok(changed)

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
-use diesel::Connection;
 use serde::Deserialize;
 use tera::Context;
 use validator::ValidateEmail;
@@ -180,7 +179,7 @@ async fn register(
     let record = Record::of(page.request(), Event::UserCreated);
     let mailer = state.mailer.clone();
     let created = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             let new = NewUser {
                 email: &email,
                 password_hash: &hash,

@@ -14,7 +14,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
-use diesel::Connection;
 use tera::Context;
 
 use latchkey_auth::audit::{Event, Record};
@@ -200,7 +199,7 @@ async fn confirm(
     };
     let (user_id, mailer) = (user.id, state.mailer.clone());
     let applied = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             // Taken inside the transaction: of two requests racing with one link, one wins.
             let Some((link, _)) = EmailConfirmation::take(conn, &token, now)? else { return Ok(None) };
             User::confirm_email(conn, user_id, &link.email, now)?;

@@ -8,7 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_flash_messages::FlashMessage;
 use chrono::{NaiveDateTime, Utc};
-use diesel::Connection;
 use serde::Deserialize;
 use tera::Context;
 
@@ -130,7 +129,7 @@ async fn send_link(req: &HttpRequest, state: &AppState, auth: &Auth, email: &str
     let record = Record::of(req, Event::AuthnPasswordResetRequest).user(user.id);
     let mailer = state.mailer.clone();
     db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             link.post(conn, &mailer, &user)?;
             record.insert(conn)
         })
@@ -239,7 +238,7 @@ async fn reset(
     let record = Record::of(page.request(), Event::AuthnPasswordChange).user(user.id);
     let mailer = state.mailer.clone();
     let reset = db::run(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        crate::db::write_transaction(conn, |conn| {
             // Taken inside the transaction: of two requests racing with one link, one wins.
             let Some(user) = PasswordReset::take(conn, &token, now)? else { return Ok(None) };
             User::set_password_hash(conn, user.id, &hash, now)?;

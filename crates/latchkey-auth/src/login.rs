@@ -4,7 +4,6 @@ use actix_identity::{Identity, IdentityExt};
 use actix_web::{HttpMessage, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use diesel::Connection;
 use latchkey_sessions::{keys, ServedInGrace, SessionKey, TypedSession};
 use rand::RngCore;
 
@@ -94,7 +93,7 @@ async fn start_login<U: AuthUser>(
     let hook_work = auth.hook.as_ref().map(|hook| hook.prepare(req));
     let records = proof.records(req, user_id, remember);
     latchkey_db::run(&auth.pool, move |conn| {
-        conn.transaction(|conn| {
+        latchkey_db::write_transaction(conn, |conn| {
             for record in records {
                 record.insert(conn)?;
             }
@@ -162,7 +161,7 @@ pub async fn reauthenticate<U: AuthUser>(
     latchkey_db::run(&auth.pool, {
         let id = id.clone();
         move |conn| {
-            conn.transaction(|conn| {
+            latchkey_db::write_transaction(conn, |conn| {
                 Login::record_proof(conn, &id, now, &client, with_factor)?;
                 records.into_iter().try_for_each(|record| record.insert(conn))
             })
@@ -200,7 +199,7 @@ pub async fn end_other_logins<U: AuthUser>(
     let (user_id, keep) = (current.id(), current.login().id.clone());
     let record = Record::of(req, Event::SessionRevoked).user(user_id);
     let ended = latchkey_db::run(&auth.pool, move |conn| {
-        conn.transaction(|conn| {
+        latchkey_db::write_transaction(conn, |conn| {
             let epoch = U::advance_credential_epoch(conn, user_id)?;
             Login::set_credential_epoch(conn, &keep, epoch)?;
             let ended = Login::delete_others(conn, user_id, &keep)?;

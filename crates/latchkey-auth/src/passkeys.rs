@@ -247,7 +247,7 @@ fn take_ceremony(
     now: NaiveDateTime,
 ) -> QueryResult<Option<(Option<i32>, State)>> {
     let id = token_id(token);
-    conn.transaction(|conn| {
+    latchkey_db::write_transaction(conn, |conn| {
         let found = passkey_ceremonies::table
             .find(&id)
             .select((

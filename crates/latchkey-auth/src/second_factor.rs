@@ -208,7 +208,7 @@ impl TotpFactor {
         sealed: &str,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
-        conn.transaction(|conn| {
+        latchkey_db::write_transaction(conn, |conn| {
             if Self::is_enabled(conn, user_id)? {
                 return Ok(false);
             }
@@ -254,7 +254,7 @@ impl TotpFactor {
 
     /// Removes the factor, and the recovery codes with it unless a passkey remains.
     pub fn remove(conn: &mut DbConnection, user_id: i32) -> QueryResult<()> {
-        conn.transaction(|conn| {
+        latchkey_db::write_transaction(conn, |conn| {
             diesel::delete(totp_factors::table.find(user_id)).execute(conn)?;
             drop_recovery_codes_unless_factor(conn, user_id)
         })
@@ -269,7 +269,7 @@ pub fn has_any(conn: &mut DbConnection, user_id: i32) -> QueryResult<bool> {
 /// Removes the user's passkey `id`, and the recovery codes with it when it was the last
 /// factor. False when the user has no such passkey.
 pub fn remove_passkey(conn: &mut DbConnection, user_id: i32, id: i32) -> QueryResult<bool> {
-    conn.transaction(|conn| {
+    latchkey_db::write_transaction(conn, |conn| {
         let removed = StoredPasskey::remove(conn, user_id, id)?;
         drop_recovery_codes_unless_factor(conn, user_id)?;
         Ok(removed)
@@ -280,7 +280,7 @@ pub fn remove_passkey(conn: &mut DbConnection, user_id: i32, id: i32) -> QueryRe
 /// answer to someone who lost both their device and their codes); returns whether there was
 /// any.
 pub fn remove_all(conn: &mut DbConnection, user_id: i32) -> QueryResult<bool> {
-    conn.transaction(|conn| {
+    latchkey_db::write_transaction(conn, |conn| {
         let had = has_any(conn, user_id)?;
         diesel::delete(totp_factors::table.find(user_id)).execute(conn)?;
         StoredPasskey::remove_all(conn, user_id)?;
@@ -418,7 +418,7 @@ pub fn replace_recovery_codes(
     user_id: i32,
     codes: &[String],
 ) -> QueryResult<()> {
-    conn.transaction(|conn| {
+    latchkey_db::write_transaction(conn, |conn| {
         diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(conn)?;
         for code in codes {
             let hash = keys.recovery_hashes(code).swap_remove(0);

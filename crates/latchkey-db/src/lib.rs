@@ -245,7 +245,133 @@ where
     .map_err(DbError::Blocking)?
 }
 
+/// Runs `work` in a transaction that is to write: on SQLite it begins `IMMEDIATE`, taking the
+/// write lock up front; on PostgreSQL it is an ordinary transaction.
+///
+/// Diesel's [`Connection::transaction`] begins SQLite transactions `DEFERRED`: one that reads
+/// and then writes fails at once with "database is locked" when another connection has
+/// committed a write since its read, because its snapshot is stale. The busy timeout cannot
+/// help there; SQLite does not wait. Begun `IMMEDIATE`, the transaction instead waits (up to
+/// `busy_timeout`) for writers ahead of it, and then nothing can write under it. Written here
+/// because diesel offers `immediate_transaction` on `SqliteConnection` only, not through a
+/// `MultiConnection`. Nested transactions inside `work` are savepoints as usual.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let DbConnection::Sqlite(sqlite) = conn else {
+        return conn.transaction(work);
+    };
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(sqlite).transaction_depth()?;
+    if depth.is_some() {
+        // Inside a transaction already (which holds the lock if it writes): a savepoint.
+        return conn.transaction(work);
+    }
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    let done = work(conn);
+    // `work` cannot change the variant: the connection is still SQLite's.
+    let DbConnection::Sqlite(sqlite) = conn else {
+        return done;
+    };
+    match done {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(sqlite)?;
+            Ok(value)
+        }
+        Err(error) => {
+            AnsiTransactionManager::rollback_transaction(sqlite)?;
+            Err(error)
+        }
+    }
+}
+
 /// Answers whether the database is reachable right now (for readiness probes).
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     run(pool, |conn| conn.batch_execute("SELECT 1")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::{QueryResult, RunQueryDsl};
+    use std::sync::mpsc;
+
+    /// What the transaction under test runs.
+    type Work<'a> = &'a mut dyn FnMut(&mut DbConnection) -> QueryResult<()>;
+
+    fn connect(path: &std::path::Path) -> Result<DbConnection, diesel::r2d2::Error> {
+        ConnectionManager::new(DatabaseUrl::Sqlite(path.to_owned())).connect()
+    }
+
+    fn count(conn: &mut DbConnection) -> Result<i64, diesel::result::Error> {
+        diesel::dsl::sql::<diesel::sql_types::BigInt>("SELECT count(*) FROM t").get_result(conn)
+    }
+
+    /// A transaction reads, another connection writes meanwhile, then the transaction writes:
+    /// what `begin` does with that. Returns the first transaction's outcome and the count of
+    /// rows at the end.
+    fn read_then_write_beside_a_writer(
+        begin: fn(&mut DbConnection, Work<'_>) -> QueryResult<()>,
+    ) -> Result<(QueryResult<()>, i64), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.sqlite3");
+        let mut first = connect(&path)?;
+        first.batch_execute("CREATE TABLE t (n INTEGER)")?;
+        let (read, go) = mpsc::channel::<()>();
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || -> Result<(), String> {
+            let mut other = connect(&writer_path).map_err(|e| e.to_string())?;
+            go.recv().map_err(|e| e.to_string())?;
+            other.batch_execute("INSERT INTO t VALUES (1)").map_err(|e| e.to_string())
+        });
+        let outcome = begin(&mut first, &mut |conn| {
+            count(conn)?;
+            let _ = read.send(());
+            // Time for the other connection to write (or to start waiting for the lock).
+            std::thread::sleep(Duration::from_millis(200));
+            conn.batch_execute("INSERT INTO t VALUES (2)")
+        });
+        writer.join().map_err(|_| "the writer panicked")??;
+        Ok((outcome, count(&mut first)?))
+    }
+
+    #[test]
+    fn a_deferred_transaction_that_reads_then_writes_fails_beside_a_writer(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (outcome, rows) =
+            read_then_write_beside_a_writer(|conn, work: Work<'_>| conn.transaction(|c| work(c)))?;
+        let locked = matches!(&outcome, Err(diesel::result::Error::DatabaseError(_, info)) if info.message().contains("locked"));
+        assert!(locked, "diesel's transaction on SQLite: {outcome:?}");
+        assert_eq!(rows, 1, "only the other connection's row");
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_transaction_inside_another_is_a_savepoint() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut conn = connect(&dir.path().join("t.sqlite3"))?;
+        conn.batch_execute("CREATE TABLE t (n INTEGER)")?;
+        write_transaction(&mut conn, |conn| -> QueryResult<()> {
+            conn.batch_execute("INSERT INTO t VALUES (1)")?;
+            let inner: QueryResult<()> = write_transaction(conn, |conn| {
+                conn.batch_execute("INSERT INTO t VALUES (2)")?;
+                Err(diesel::result::Error::RollbackTransaction)
+            });
+            assert!(inner.is_err());
+            Ok(())
+        })?;
+        assert_eq!(count(&mut conn)?, 1, "the inner one rolled back alone");
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_transaction_waits_for_the_lock_instead() -> Result<(), Box<dyn std::error::Error>> {
+        let (outcome, rows) =
+            read_then_write_beside_a_writer(|conn, work: Work<'_>| write_transaction(conn, |c| work(c)))?;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(rows, 2, "both rows: the other connection waited for this transaction");
+        Ok(())
+    }
 }
