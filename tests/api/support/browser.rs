@@ -14,6 +14,12 @@ use super::html::{cart_lines_in, csrf_token_in, set_cookie};
 /// Long enough for any honest request; a hang fails the test instead of stalling the suite.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A kept-alive connection idle this long is not reused. The server closes one after 5 s
+/// idle (actix-web's default keep-alive); a request sent on it just then finds it closed
+/// (`IncompleteMessage`), which a browser would retry and reqwest does not. Tests that wait
+/// for mail or a timeout hit that moment on a busy machine.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct Browser {
     /// The site, `http://127.0.0.1:port`: what this browser sends as `Origin`.
     pub address: String,
@@ -52,6 +58,7 @@ impl Browser {
         }
         let mut builder = Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .default_headers(headers);
