@@ -220,11 +220,13 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The hashing threads and their queue.
 struct HashPool {
-    queue: std::sync::mpsc::SyncSender<Job>,
+    /// Unbounded: `admitted` is the bound.
+    queue: std::sync::mpsc::Sender<Job>,
     /// One permit per thread and per place in the queue, held by each job from its admission
-    /// until it has run. Admission is counted here rather than by the channel's buffer: a job
-    /// a thread has not yet taken out of the channel (a niced thread on a busy machine wakes
-    /// late) still fills a place there, and would make the pool refuse work it has room for.
+    /// until it has run. Admission is counted here rather than by a bounded channel's buffer: a
+    /// job a thread has not yet taken out of the channel (a niced thread on a busy machine
+    /// wakes late) still fills a place there, and would make the pool refuse work it has room
+    /// for.
     admitted: Arc<tokio::sync::Semaphore>,
     /// How long a refused client is told to wait: about the time a full queue takes to drain
     /// (at least a second).
@@ -240,8 +242,7 @@ impl HashPool {
         let retry_after = hash_time.saturating_mul(rounds).max(Duration::from_secs(1));
         let places = threads.saturating_add(capacity);
         let admitted = Arc::new(tokio::sync::Semaphore::new(places.min(tokio::sync::Semaphore::MAX_PERMITS)));
-        // Room for every admitted job, so sending one never finds the channel full.
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(places);
+        let (queue, jobs) = std::sync::mpsc::channel::<Job>();
         let jobs = Arc::new(std::sync::Mutex::new(jobs));
         for n in 0..threads {
             let jobs = Arc::clone(&jobs);
@@ -283,14 +284,8 @@ impl HashPool {
             // The caller may have gone (the client hung up): nobody to tell.
             let _ = answer.send(work());
         });
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                return Err(AuthError::Busy(self.retry_after));
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return Err(AuthError::internal(anyhow::anyhow!("the password hashing threads stopped")))
-            }
+        if self.queue.send(job).is_err() {
+            return Err(AuthError::internal(anyhow::anyhow!("the password hashing threads stopped")));
         }
         answered.await.map_err(|_| AuthError::internal(anyhow::anyhow!("a password hash failed (panicked)")))
     }

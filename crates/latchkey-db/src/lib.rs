@@ -280,10 +280,11 @@ where
             AnsiTransactionManager::commit_transaction(sqlite)?;
             Ok(value)
         }
-        Err(error) => {
-            AnsiTransactionManager::rollback_transaction(sqlite)?;
-            Err(error)
-        }
+        // As diesel's own `transaction`: the caller's error, unless the rollback failed too.
+        Err(error) => match AnsiTransactionManager::rollback_transaction(sqlite) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
     }
 }
 
