@@ -57,6 +57,18 @@ async fn tampered_or_garbage_cookies_are_anonymous(app: TestApp) {
 }
 matrix!(tampered_or_garbage_cookies_are_anonymous);
 
+async fn the_session_cookie_goes_out_without_escapes_and_reads_the_same_with_them(app: TestApp) {
+    let response = app.register("rae@example.com", PASSWORD).await;
+    let session = set_cookie(&response, "latchkey_session").expect("session cookie set");
+    let (_, value) = session.split(';').next().unwrap().split_once('=').unwrap();
+    assert!(!value.contains('%'), "base64's / and = go out as they are: {session}");
+    assert!(app.sending(&format!("latchkey_session={value}")).is_logged_in().await);
+    // A browser holding a cookie from before this change sends them escaped: the same cookie.
+    let escaped = value.replace('/', "%2F").replace('=', "%3D");
+    assert!(app.sending(&format!("latchkey_session={escaped}")).is_logged_in().await, "{escaped}");
+}
+matrix!(the_session_cookie_goes_out_without_escapes_and_reads_the_same_with_them);
+
 #[tokio::test]
 async fn session_cookie_attributes_in_development() {
     let app = TestApp::spawn(Db::Sqlite, Store::Redis).await;

@@ -124,11 +124,16 @@ async fn start_login<U: AuthUser>(
     Identity::login(&req.extensions(), token).map_err(AuthError::internal)?;
     let session = TypedSession::of(req);
     let unix_now = now.and_utc().timestamp();
+    // "Remember me" not chosen and the first generation are the defaults, kept by leaving the
+    // keys out: the cookie store's cookie carries every byte of the state on every request.
+    session.remove(keys::REMEMBER);
+    session.remove(keys::LOGIN_GENERATION);
+    if remember {
+        session.insert(keys::REMEMBER, &true).map_err(AuthError::internal)?;
+    }
     session
-        .insert(keys::REMEMBER, &remember)
-        .and_then(|()| session.insert(keys::TOUCHED, &unix_now))
+        .insert(keys::TOUCHED, &unix_now)
         .and_then(|()| session.insert(keys::ROTATED, &unix_now))
-        .and_then(|()| session.insert(keys::LOGIN_GENERATION, &0))
         .map_err(AuthError::internal)?;
     session.remove(PENDING_LOGIN);
     CurrentUser::<U>::forget_cached(req);

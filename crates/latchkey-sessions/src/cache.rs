@@ -31,11 +31,16 @@ impl<V> Clone for Cache<V> {
     }
 }
 
+/// The caches' maps, keyed by strings the server made (digests, sealed states), hashed with
+/// foldhash rather than SipHash: a 64-character key costs a fraction of SipHash's work on
+/// every logged-in request (callgrind), and its seed is random per process all the same.
+pub(crate) type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// The cached entries, as a message handler sees them.
 pub struct Entries<V> {
     ttl: Duration,
     capacity: usize,
-    map: Mutex<HashMap<String, Entry<V>>>,
+    map: Mutex<Map<Entry<V>>>,
     /// Moves on with every invalidation; a read stores its answer only if it has not moved
     /// since the read began.
     generation: AtomicU64,
@@ -67,7 +72,7 @@ impl<V: Send + 'static> Subscriber for Listener<V> {
     }
 
     fn empty(&self) {
-        self.entries.change(HashMap::clear);
+        self.entries.change(Map::clear);
     }
 }
 
@@ -176,7 +181,7 @@ impl<V: Clone + Send + 'static> Cache<V> {
 }
 
 impl<V> Entries<V> {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry<V>>> {
+    fn lock(&self) -> MutexGuard<'_, Map<Entry<V>>> {
         // A panic while the lock was held left at worst a stale entry, which the next
         // invalidation or deadline removes; the map itself is whole.
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -193,7 +198,7 @@ impl<V> Entries<V> {
     }
 
     /// Applies an invalidation: reads in flight will not store what they found.
-    fn change(&self, apply: impl FnOnce(&mut HashMap<String, Entry<V>>)) {
+    fn change(&self, apply: impl FnOnce(&mut Map<Entry<V>>)) {
         let mut map = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
         apply(&mut map);

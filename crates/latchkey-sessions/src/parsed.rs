@@ -8,9 +8,9 @@
 //! invalidation. Written by hand: a bound is all it needs, where an LRU crate would keep an
 //! order on every hit.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::cache::Map;
 use crate::typed::State;
 
 /// At most this many states are kept, whatever the capacity asked for: the hot sessions of
@@ -25,7 +25,7 @@ const MAX_KEPT_LEN: usize = 1024;
 /// one makes room.
 #[derive(Clone)]
 pub(crate) struct ParsedStates {
-    entries: Arc<Mutex<HashMap<String, State>>>,
+    entries: Arc<Mutex<Map<State>>>,
     capacity: usize,
 }
 
@@ -58,7 +58,7 @@ impl ParsedStates {
     }
 
     /// The map, even if a thread panicked holding it: each entry is written whole.
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, State>> {
+    fn lock(&self) -> MutexGuard<'_, Map<State>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

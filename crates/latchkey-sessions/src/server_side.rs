@@ -37,7 +37,7 @@ pub fn sha256_hex(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());
     let mut hex = [0u8; 64];
     match hex::encode_to_slice(digest, &mut hex) {
-        Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
+        Ok(()) => std::str::from_utf8(&hex).map_or_else(|_| hex::encode(digest), str::to_owned),
         Err(_) => hex::encode(digest),
     }
 }

@@ -53,13 +53,15 @@ pub mod keys {
     /// the session holds a login.
     pub const IDENTITY: SessionKey<String> = SessionKey::new("actix_identity.user_id");
     /// Whether the login chose "Remember me": a persistent cookie and a longer lifetime.
+    /// Stored only when it did (absent reads as `false`).
     pub const REMEMBER: SessionKey<bool> = SessionKey::new("latchkey.remember");
     /// Unix time the session was last refreshed (TTL extended, cookie re-issued).
     pub const TOUCHED: SessionKey<i64> = SessionKey::new("latchkey.touched");
     /// Unix time the session id was last replaced.
     pub const ROTATED: SessionKey<i64> = SessionKey::new("latchkey.rotated");
     /// The generation of the login this session carries. Where the session id cannot rotate
-    /// (the cookie store), the auth layer rotates this instead.
+    /// (the cookie store), the auth layer rotates this instead. Absent until it first moves
+    /// on (reads as 0).
     pub const LOGIN_GENERATION: SessionKey<i64> = SessionKey::new("latchkey.generation");
     /// Set by the store, never stored: this request's id was retired (replaced or deleted)
     /// and is being served within its grace period.
