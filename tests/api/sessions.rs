@@ -69,6 +69,25 @@ async fn the_session_cookie_goes_out_without_escapes_and_reads_the_same_with_the
 }
 matrix!(the_session_cookie_goes_out_without_escapes_and_reads_the_same_with_them);
 
+/// The cookie store's cookie carries the whole state on every request, so a login keeps in it
+/// only what differs from the defaults: the token and when it was last refreshed (about 110
+/// bytes of JSON, 180 characters sealed), and "remember me" when chosen. With every key
+/// written it was 326 characters.
+#[tokio::test]
+async fn a_cookie_store_login_keeps_its_cookie_small() {
+    let app = TestApp::spawn(Db::Sqlite, Store::Cookie).await;
+    let response = app.register("sam@example.com", PASSWORD).await;
+    let plain = set_cookie(&response, "latchkey_session").expect("session cookie set");
+    let plain = plain.split(';').next().unwrap().len();
+    assert!(plain <= 220, "{plain} bytes for a plain login");
+    app.logout().await;
+    let response = app.login_remembered("sam@example.com", PASSWORD).await;
+    let remembered = set_cookie(&response, "latchkey_session").expect("session cookie set");
+    assert!(remembered.contains("Max-Age"), "the remembered cookie is persistent: {remembered}");
+    let remembered = remembered.split(';').next().unwrap().len();
+    assert!(remembered > plain && remembered <= 260, "{remembered} bytes remembered, {plain} plain");
+}
+
 #[tokio::test]
 async fn session_cookie_attributes_in_development() {
     let app = TestApp::spawn(Db::Sqlite, Store::Redis).await;

@@ -131,10 +131,14 @@ async fn start_login<U: AuthUser>(
     if remember {
         session.insert(keys::REMEMBER, &true).map_err(AuthError::internal)?;
     }
-    session
-        .insert(keys::TOUCHED, &unix_now)
-        .and_then(|()| session.insert(keys::ROTATED, &unix_now))
-        .map_err(AuthError::internal)?;
+    session.insert(keys::TOUCHED, &unix_now).map_err(AuthError::internal)?;
+    // When the session id last rotated (now) matters only where it rotates; where it cannot
+    // (the cookie store), the login's generation rotates instead and the key is left out.
+    if auth.policy.generation_rotation.is_none() {
+        session.insert(keys::ROTATED, &unix_now).map_err(AuthError::internal)?;
+    } else {
+        session.remove(keys::ROTATED);
+    }
     session.remove(PENDING_LOGIN);
     CurrentUser::<U>::forget_cached(req);
     // A new login's cookie must reach the browser, even from a session served in grace.

@@ -57,7 +57,8 @@ pub mod keys {
     pub const REMEMBER: SessionKey<bool> = SessionKey::new("latchkey.remember");
     /// Unix time the session was last refreshed (TTL extended, cookie re-issued).
     pub const TOUCHED: SessionKey<i64> = SessionKey::new("latchkey.touched");
-    /// Unix time the session id was last replaced.
+    /// Unix time the session id was last replaced; kept only where ids rotate (not by the
+    /// cookie store, whose logins rotate [`LOGIN_GENERATION`] instead).
     pub const ROTATED: SessionKey<i64> = SessionKey::new("latchkey.rotated");
     /// The generation of the login this session carries. Where the session id cannot rotate
     /// (the cookie store), the auth layer rotates this instead. Absent until it first moves
