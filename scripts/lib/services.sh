@@ -54,10 +54,15 @@ as_pg_user() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A free port below the kernel's ephemeral range: one inside it can be taken between this
+# check and the bind by any outgoing connection (a server's to PostgreSQL or Redis, a load
+# generator's), which once failed a bench server with "Address already in use".
 random_port() {
-    local port
+    local port low
+    low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 20000 ] || low=60000 # an unusual range: the span used before
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         port_in_use "$port" || { echo "$port"; return; }
     done
 }
