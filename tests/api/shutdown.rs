@@ -41,7 +41,10 @@ async fn sigterm_finishes_a_login_in_flight_then_exits_0() {
         let request = browser.request(reqwest::Method::POST, "/login").header("Origin", &browser.address);
         tokio::spawn(request.form(&fields).send())
     };
-    tokio::time::sleep(hash_time / 4).await;
+    // Long enough for the login to reach its hash, short enough that it is still hashing: the
+    // registration's time is only an estimate (on a loaded machine it ran several times longer
+    // than this login's hash, and a quarter of it outlasted the login).
+    tokio::time::sleep((hash_time / 4).min(Duration::from_millis(100))).await;
     let signalled = Instant::now();
     server.terminate();
 
