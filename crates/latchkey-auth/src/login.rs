@@ -126,11 +126,12 @@ async fn start_login<U: AuthUser>(
     let unix_now = now.and_utc().timestamp();
     // "Remember me" not chosen and the first generation are the defaults, kept by leaving the
     // keys out: the cookie store's cookie carries every byte of the state on every request.
-    session.remove(keys::REMEMBER);
-    session.remove(keys::LOGIN_GENERATION);
     if remember {
         session.insert(keys::REMEMBER, &true).map_err(AuthError::internal)?;
+    } else {
+        session.remove(keys::REMEMBER);
     }
+    session.remove(keys::LOGIN_GENERATION);
     session.insert(keys::TOUCHED, &unix_now).map_err(AuthError::internal)?;
     // When the session id last rotated (now) matters only where it rotates; where it cannot
     // (the cookie store), the login's generation rotates instead and the key is left out.

@@ -144,6 +144,18 @@ pub fn cookie_name(production: bool) -> &'static str {
     }
 }
 
+/// Whether the response headers set the cookie called `name`.
+pub(crate) fn sets_cookie(headers: &actix_web::http::header::HeaderMap, name: &str) -> bool {
+    headers.get_all(actix_web::http::header::SET_COOKIE).any(|value| names(value, name))
+}
+
+/// Whether the `Set-Cookie` header `value` is for the cookie called `name` (its first bytes,
+/// without parsing the rest).
+pub(crate) fn names(value: &actix_web::http::header::HeaderValue, name: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.len() > name.len() && bytes.starts_with(name.as_bytes()) && bytes[name.len()] == b'='
+}
+
 /// The cookie a `Set-Cookie` header sets, if it is the one called `name`.
 pub(crate) fn set_cookie_named(
     value: &actix_web::http::header::HeaderValue,

@@ -30,7 +30,7 @@ use actix_web::http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use actix_web::HttpMessage;
 use futures_util::future::LocalBoxFuture;
 
-use crate::set_cookie_named;
+use crate::sets_cookie;
 
 /// How a cookie is sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,11 +201,7 @@ where
         Box::pin(async move {
             let mut res = service.call(req).await?;
             for cookie in reissue {
-                let already_set = res
-                    .headers()
-                    .get_all(SET_COOKIE)
-                    .any(|value| set_cookie_named(value, cookie.name()).is_some());
-                if !already_set {
+                if !sets_cookie(res.headers(), cookie.name()) {
                     if let Ok(value) = HeaderValue::from_str(&cookie.encoded().to_string()) {
                         res.headers_mut().append(SET_COOKIE, value);
                     }
