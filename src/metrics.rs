@@ -9,7 +9,7 @@
 //! read them; anyone else gets a 404, as if there were nothing there.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -82,6 +82,11 @@ pub struct Metrics {
     login_cache_serving: Gauge,
     login_cache_entries: Gauge,
     session_cache_entries: Gauge,
+    login_cache_misses: Counter,
+    session_cache_misses: Counter,
+    /// Held while the cache counters catch up with the caches' own counts, so that two
+    /// scrapes at once do not both add the same reads.
+    catching_up: Mutex<()>,
     hash_wait: Histogram,
     hash_duration: Histogram,
     allow: Vec<IpAddr>,
@@ -105,6 +110,8 @@ impl Metrics {
         let login_cache_serving = Gauge::default();
         let login_cache_entries = Gauge::default();
         let session_cache_entries = Gauge::default();
+        let login_cache_misses = Counter::default();
+        let session_cache_misses = Counter::default();
         let hash_wait = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let hash_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
@@ -137,6 +144,16 @@ impl Metrics {
             "session_cache_entries",
             "Sessions whose state this instance holds in its cache (Redis and database stores; parsed states, cookie store)",
             session_cache_entries.clone(),
+        );
+        registry.register(
+            "login_cache_misses",
+            "Login checks that found nothing in this instance's login cache and read the database (one per login at a time: the others wait for that read)",
+            login_cache_misses.clone(),
+        );
+        registry.register(
+            "session_cache_misses",
+            "Requests that found no session state in this instance's cache and read the Redis or database store (one per session at a time)",
+            session_cache_misses.clone(),
         );
         registry.register(
             "throttled_requests",
@@ -175,6 +192,9 @@ impl Metrics {
             login_cache_serving,
             login_cache_entries,
             session_cache_entries,
+            login_cache_misses,
+            session_cache_misses,
+            catching_up: Mutex::new(()),
             hash_wait,
             hash_duration,
             allow,
@@ -260,6 +280,15 @@ pub fn config(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", http::get().to(scrape));
 }
 
+/// Brings `counter` up to `count`, a total the cache keeps itself (the caches live in the
+/// library crates, which know nothing of Prometheus).
+fn catch_up(counter: &Counter, count: u64) {
+    let shown = counter.get();
+    if count > shown {
+        counter.inc_by(count - shown);
+    }
+}
+
 /// The metrics, for a reader allowed to see them.
 async fn scrape(
     req: HttpRequest,
@@ -282,6 +311,11 @@ async fn scrape(
     metrics.login_cache_serving.set(i64::from(auth.logins().is_serving()));
     metrics.login_cache_entries.set(i64::try_from(auth.logins().len()).unwrap_or(i64::MAX));
     metrics.session_cache_entries.set(i64::try_from(state.sessions.cached_states()).unwrap_or(i64::MAX));
+    {
+        let _one_at_a_time = metrics.catching_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        catch_up(&metrics.login_cache_misses, auth.logins().misses());
+        catch_up(&metrics.session_cache_misses, state.sessions.cache_misses());
+    }
     let mut body = String::new();
     encode(&mut body, &metrics.registry).map_err(AppError::internal)?;
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))

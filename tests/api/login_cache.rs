@@ -100,6 +100,40 @@ async fn session_state_written_on_one_instance_reaches_the_cache_of_another(app:
 }
 matrix!(session_state_written_on_one_instance_reaches_the_cache_of_another, [("LOGIN_CACHE_TTL", "1h")]);
 
+/// When a busy login's cache entry ends, the requests that miss at once read the database
+/// once between them, not once each: one reads, the others wait for it (each still judged by
+/// its own request). So do the Redis and database stores' session states.
+async fn a_burst_of_requests_after_the_cache_entry_ends_reads_once(app: TestApp) {
+    let email = "burst@example.com";
+    app.create_user(email).await;
+    app.login(email, PASSWORD).await;
+    assert!(app.is_logged_in().await);
+    let misses = async || {
+        let address = &app.address;
+        (
+            metric(address, "latchkey_login_cache_misses_total").await,
+            metric(address, "latchkey_session_cache_misses_total").await,
+        )
+    };
+    let copied = Browser::new(&app.address, None).sending(&app.cookies());
+    for round in 0..3 {
+        // Past the time to live (1 s): the login's entry, and its session's, have ended.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (logins_before, sessions_before) = misses().await;
+        let pages = futures_util::future::join_all((0..16).map(|_| copied.get("/about"))).await;
+        assert!(
+            pages.iter().all(|page| page.status() == StatusCode::OK),
+            "round {round}: every request answered"
+        );
+        let (logins_after, sessions_after) = misses().await;
+        assert_eq!(logins_after - logins_before, 1.0, "round {round}: one read of the login for 16 requests");
+        let session_reads = if app.store == Store::Cookie { 0.0 } else { 1.0 };
+        assert_eq!(sessions_after - sessions_before, session_reads, "round {round}: session state read once");
+    }
+    assert!(copied.is_logged_in().await, "and the login goes on");
+}
+matrix!(a_burst_of_requests_after_the_cache_entry_ends_reads_once, [("LOGIN_CACHE_TTL", "1s")]);
+
 #[tokio::test]
 async fn an_instance_cut_off_from_its_channel_serves_nothing_from_its_cache() {
     let vars = vec![("REDIS_URL", redis_url()), ("LOGIN_CACHE_TTL", "1h".into())];

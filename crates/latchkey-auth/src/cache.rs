@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use latchkey_sessions::cache::{Cache, Entries, Ticket};
+use latchkey_sessions::cache::{Cache, Entries, Flight, Lookup, Ticket};
 use latchkey_sessions::invalidation::{Channel, Invalidations};
 
 use crate::registry::{Authenticated, Login};
@@ -90,9 +90,21 @@ impl LoginCache {
         self.cache.is_empty()
     }
 
-    /// The login `id` and its user, if cached, fresh and the channel is up.
-    pub(crate) fn get<U: Send + Sync + 'static>(&self, id: &str) -> Option<Arc<Authenticated<U>>> {
-        self.cache.get(id)?.authenticated.downcast().ok()
+    /// How many login checks found nothing in the cache and read the database, since the
+    /// process started.
+    pub fn misses(&self) -> u64 {
+        self.cache.misses()
+    }
+
+    /// The login `id` and its user, if cached, fresh and the channel is up; on a miss, either
+    /// after waiting for another request's read of the same login, or with the [`Flight`] this
+    /// request leads (see [`Cache::lookup`]).
+    pub(crate) async fn lookup<U: Send + Sync + 'static>(
+        &self,
+        id: &str,
+    ) -> (Option<Arc<Authenticated<U>>>, Flight) {
+        let Lookup { value, flight } = self.cache.lookup(id).await;
+        (value.and_then(|cached| cached.authenticated.downcast().ok()), flight)
     }
 
     /// Taken before reading the database; `None` when nothing may be stored.

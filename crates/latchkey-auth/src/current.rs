@@ -130,7 +130,10 @@ impl<U: AuthUser> CurrentUser<U> {
         let generation = session.get(keys::LOGIN_GENERATION).unwrap_or(0);
         let now = chrono::Utc::now().naive_utc();
         let client = Client::of(req, &auth.policy.trusted_proxies);
-        if let Some(served) = Self::from_cache(auth, &id, generation, now, client, touch) {
+        let (cached, flight) = auth.logins.lookup::<U>(&id).await;
+        if let Some(served) =
+            cached.and_then(|cached| Self::from_cache(auth, cached, now, generation, client, touch))
+        {
             if served.in_grace {
                 req.extensions_mut().insert(ServedInGrace);
             }
@@ -153,6 +156,7 @@ impl<U: AuthUser> CurrentUser<U> {
                 } else if let Some(ticket) = ticket {
                     auth.logins.put(ticket, Arc::clone(&authenticated));
                 }
+                drop(flight);
                 if let Some(generation) = generation {
                     session.insert(keys::LOGIN_GENERATION, &generation).map_err(AuthError::internal)?;
                 }
@@ -171,6 +175,7 @@ impl<U: AuthUser> CurrentUser<U> {
                 Ok(Self::Authenticated(authenticated))
             }
             ended => {
+                drop(flight);
                 if matches!(ended, Verdict::Expired { .. } | Verdict::Ended { .. }) {
                     // The check deleted the row.
                     auth.logins.forget_login(&id).await;
@@ -203,22 +208,20 @@ impl<U: AuthUser> CurrentUser<U> {
 }
 
 impl<U: AuthUser> CurrentUser<U> {
-    /// The login served from the cache, when the cache holds it and [`check_cached`] needs
-    /// nothing written but perhaps `last_seen_at`, which is then written off the request's
-    /// path.
+    /// The login served from its `cached` row, when [`check_cached`] needs nothing written
+    /// but perhaps `last_seen_at`, which is then written off the request's path.
     fn from_cache(
         auth: &Auth,
-        id: &str,
-        generation: i64,
+        mut cached: Arc<Authenticated<U>>,
         now: chrono::NaiveDateTime,
+        generation: i64,
         client: Client<'_>,
         touch: Touch,
     ) -> Option<Served<U>> {
-        let mut cached = auth.logins.get::<U>(id)?;
         let live = check_cached(&cached.login, &cached.user, generation, now, &auth.policy, client, touch)?;
         if live.touch_due {
             cached = auth.logins.touched(&cached, now);
-            let (pool, id) = (auth.pool.clone(), id.to_owned());
+            let (pool, id) = (auth.pool.clone(), cached.login.id.clone());
             actix_web::rt::spawn(async move {
                 if let Err(error) = latchkey_db::run(&pool, move |conn| Login::touch(conn, &id, now)).await {
                     log::warn!("could not record a login's last request: {error}");

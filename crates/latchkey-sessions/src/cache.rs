@@ -10,6 +10,13 @@
 //! stale) answer ([`Ticket`]). Every entry also ends at its own deadline, at most the time to
 //! live after it was stored, which bounds what a lost message could cost.
 //!
+//! A miss reads the backing store once per key, not once per request ([`Cache::lookup`]): when
+//! an entry ends or the cache empties, every request of a busy session misses at once, and
+//! each would otherwise take a thread of the blocking pool for the same read. One request
+//! reads; the others wait for it, then look again and go on as if they had just looked: what
+//! they find, each judges by its own request (a login's cached row is checked against each
+//! request's own client), so only the read is shared, never a verdict.
+//!
 //! Written here rather than with a cache crate: the map is the easy part (a `HashMap` behind
 //! a mutex, held for a lookup and a clone); the part no crate does is the policy around it.
 
@@ -18,16 +25,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use crate::invalidation::{Invalidations, Subscriber};
 
 /// A cache of `V` by string key; cheap to clone. [`Cache::off`] caches nothing.
 pub struct Cache<V> {
     on: Option<(Arc<Entries<V>>, Invalidations)>,
+    /// Lookups that found nothing, so the caller read the backing store (see [`Cache::misses`]).
+    misses: Arc<AtomicU64>,
 }
 
 impl<V> Clone for Cache<V> {
     fn clone(&self) -> Self {
-        Self { on: self.on.clone() }
+        Self { on: self.on.clone(), misses: Arc::clone(&self.misses) }
     }
 }
 
@@ -46,6 +57,62 @@ pub struct Entries<V> {
     generation: AtomicU64,
     /// When entries past their deadline are next swept out.
     sweep_at: Mutex<Instant>,
+    /// The reads of the backing store in progress, by key.
+    flights: Arc<Flights>,
+}
+
+/// The reads in progress: each key's semaphore has no permits and is closed when its read
+/// ends, which wakes every request waiting on it.
+type Flights = Mutex<Map<Arc<Semaphore>>>;
+
+/// What [`Cache::lookup`] found.
+pub struct Lookup<V> {
+    /// The value cached under the key, if any.
+    pub value: Option<V>,
+    /// Held by the one request that reads the key from the backing store, until it has stored
+    /// what it read (or dropped, to give up): the others wait for it meanwhile.
+    pub flight: Flight,
+}
+
+/// The read of one key that this request leads; dropping it wakes the requests waiting for
+/// that read. Empty for a request that leads none.
+#[must_use = "the read this request leads ends when the flight is dropped"]
+pub struct Flight(Option<Lead>);
+
+struct Lead {
+    flights: Arc<Flights>,
+    key: String,
+    done: Arc<Semaphore>,
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        let mut flights = lock(&self.flights);
+        if flights.get(&self.key).is_some_and(|done| Arc::ptr_eq(done, &self.done)) {
+            flights.remove(&self.key);
+        }
+        drop(flights);
+        self.done.close();
+    }
+}
+
+impl Flight {
+    /// No read led.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Whether this request leads a read (the others of its key wait for it).
+    pub fn leads(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// A mutex's guard, whether or not a panic poisoned it: the caches' maps stay whole (a panic
+/// while one was held left at worst a stale entry, which the next invalidation or deadline
+/// removes).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Entry<V> {
@@ -79,7 +146,7 @@ impl<V: Send + 'static> Subscriber for Listener<V> {
 impl<V: Clone + Send + 'static> Cache<V> {
     /// Caches nothing.
     pub fn off() -> Self {
-        Self { on: None }
+        Self { on: None, misses: Arc::default() }
     }
 
     /// A cache of at most `capacity` entries, each kept at most `ttl`, that applies messages
@@ -91,9 +158,10 @@ impl<V: Clone + Send + 'static> Cache<V> {
             map: Mutex::default(),
             generation: AtomicU64::new(0),
             sweep_at: Mutex::new(Instant::now() + ttl),
+            flights: Arc::default(),
         });
         invalidations.subscribe(Arc::new(Listener { entries: Arc::clone(&entries), receive }));
-        Self { on: Some((entries, invalidations.clone())) }
+        Self { on: Some((entries, invalidations.clone())), misses: Arc::default() }
     }
 
     /// Whether this is a cache at all (not [`Cache::off`]).
@@ -126,6 +194,51 @@ impl<V: Clone + Send + 'static> Cache<V> {
             return None;
         }
         Some(entry.value.clone())
+    }
+
+    /// The value under `key`, as [`Cache::get`] finds it; on a miss while another request of
+    /// this instance is reading `key` from the backing store, waits for that read to end and
+    /// looks again. A request that finds nothing and finds no read in progress leads the
+    /// read: it holds the returned [`Flight`] until it has stored what it read.
+    pub async fn lookup(&self, key: &str) -> Lookup<V> {
+        if let Some(value) = self.get(key) {
+            return Lookup { value: Some(value), flight: Flight::none() };
+        }
+        let Some(entries) = self.serving() else { return self.missed(Flight::none()) };
+        let in_flight = {
+            let mut flights = lock(&entries.flights);
+            match flights.get(key) {
+                Some(done) => Arc::clone(done),
+                None => {
+                    // A read may have stored its value and ended since the look above.
+                    if let Some(value) = self.get(key) {
+                        return Lookup { value: Some(value), flight: Flight::none() };
+                    }
+                    let done = Arc::new(Semaphore::new(0));
+                    flights.insert(key.to_owned(), Arc::clone(&done));
+                    let flights = Arc::clone(&entries.flights);
+                    return self.missed(Flight(Some(Lead { flights, key: key.to_owned(), done })));
+                }
+            }
+        };
+        // No permit is ever added: this returns when the leader closes the semaphore.
+        let _closed = in_flight.acquire().await;
+        match self.get(key) {
+            Some(value) => Lookup { value: Some(value), flight: Flight::none() },
+            None => self.missed(Flight::none()),
+        }
+    }
+
+    /// How many lookups found nothing, so that their caller read the backing store, since the
+    /// process started (a request that waited for another's read and then found the value is
+    /// not one of them).
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    fn missed(&self, flight: Flight) -> Lookup<V> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Lookup { value: None, flight }
     }
 
     /// Taken before reading the backing store; `None` when nothing may be stored.
@@ -182,14 +295,12 @@ impl<V: Clone + Send + 'static> Cache<V> {
 
 impl<V> Entries<V> {
     fn lock(&self) -> MutexGuard<'_, Map<Entry<V>>> {
-        // A panic while the lock was held left at worst a stale entry, which the next
-        // invalidation or deadline removes; the map itself is whole.
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.map)
     }
 
     /// Whether a sweep is due at `now`; if so, the next one is a time to live later.
     fn sweep_due(&self, now: Instant) -> bool {
-        let mut at = self.sweep_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut at = lock(&self.sweep_at);
         let due = now >= *at;
         if due {
             *at = now + self.ttl;
@@ -292,6 +403,53 @@ mod tests {
         cache.put(ticket, "a", 1, far);
         cache.put(ticket, "b", 2, far);
         assert_eq!((cache.get("a"), cache.get("b"), cache.len()), (Some(1), None, 1));
+    }
+
+    /// `requests` lookups of one missing key at once; the one that leads reads for a while,
+    /// then stores 7 if `store`. Returns what each found, and whether it led.
+    async fn burst(cache: &Cache<u32>, requests: usize, store: bool) -> Vec<(Option<u32>, bool)> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..requests {
+            let cache = cache.clone();
+            tasks.spawn(async move {
+                let Lookup { value, flight } = cache.lookup("k").await;
+                let leads = flight.leads();
+                if leads {
+                    let ticket = cache.ticket().expect("serving");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if store {
+                        cache.put(ticket, "k", 7, Duration::from_secs(60));
+                    }
+                }
+                (value, leads)
+            });
+        }
+        tasks.join_all().await
+    }
+
+    #[tokio::test]
+    async fn one_request_reads_a_missing_key_while_the_others_wait_for_it() {
+        let (cache, _dir) = open_cache(Duration::from_secs(60), 10).await;
+        let found = burst(&cache, 16, true).await;
+        let leaders = found.iter().filter(|(_, leads)| *leads).count();
+        assert_eq!(leaders, 1, "one read");
+        assert!(
+            found.iter().all(|(value, leads)| *leads || *value == Some(7)),
+            "the others found what it stored: {found:?}"
+        );
+        assert_eq!(cache.misses(), 1);
+        let again = cache.lookup("k").await;
+        assert_eq!((again.value, again.flight.leads(), cache.misses()), (Some(7), false, 1));
+    }
+
+    #[tokio::test]
+    async fn when_the_read_stores_nothing_the_waiting_requests_read_for_themselves() {
+        let (cache, _dir) = open_cache(Duration::from_secs(60), 10).await;
+        let found = burst(&cache, 4, false).await;
+        assert!(found.iter().all(|(value, _)| value.is_none()));
+        assert_eq!(found.iter().filter(|(_, leads)| *leads).count(), 1, "they do not lead again");
+        assert_eq!(cache.misses(), 4, "each read the store");
+        assert!(cache.lookup("k").await.flight.leads(), "the next miss leads a read of its own");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use actix_session::storage::{
 use actix_session::SessionMiddleware;
 use actix_web::cookie::{Key, SameSite};
 
-use crate::cache::{Cache, Entries};
+use crate::cache::{Cache, Entries, Lookup};
 use crate::database::DatabaseStore;
 use crate::invalidation::Invalidations;
 use crate::parsed::ParsedStates;
@@ -82,6 +82,12 @@ impl Store {
             self.parsed = ParsedStates::new(capacity);
         }
         self
+    }
+
+    /// How many times a request found no state in the cache and read the store (the Redis and
+    /// database stores), since the process started.
+    pub fn cache_misses(&self) -> u64 {
+        self.cache.misses()
     }
 
     /// How many sessions' state this instance holds in its cache (parsed, for the cookie store).
@@ -178,7 +184,8 @@ impl Store {
             return Ok(read().await?.map(|loaded| (loaded.state, loaded.retired)));
         }
         let id = key_id(key);
-        if let Some(cached) = self.cache.get(&id) {
+        let Lookup { value, flight } = self.cache.lookup(&id).await;
+        if let Some(cached) = value {
             return Ok(Some(cached));
         }
         let ticket = self.cache.ticket();
@@ -186,6 +193,7 @@ impl Store {
         if let Some(ticket) = ticket {
             self.cache.put(ticket, &id, (loaded.state.clone(), loaded.retired), loaded.expires_in);
         }
+        drop(flight);
         Ok(Some((loaded.state, loaded.retired)))
     }
 
