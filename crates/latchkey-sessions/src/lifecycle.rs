@@ -93,17 +93,18 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let session = TypedSession::of(req.request());
-        if session.is_retired() {
+        let retired = session.is_retired();
+        if retired {
             req.extensions_mut().insert(ServedInGrace);
         }
         let now = chrono::Utc::now().timestamp();
         let resealed = req.extensions().get::<Resealed>().is_some_and(Resealed::holds_session_cookie);
-        if resealed && !session.is_retired() {
+        if resealed && !retired {
             // The cookie came sealed under a previous key: writing the session sends it back
             // under the current one, with the attributes the session layers give it.
             let _ = session.insert(keys::TOUCHED, &now);
         }
-        if session.contains(keys::IDENTITY) && !is_passive(req.path()) && !session.is_retired() {
+        if !retired && session.contains(keys::IDENTITY) && !is_passive(req.path()) {
             let elapsed = |since: Option<i64>| {
                 Duration::from_secs(u64::try_from(now - since.unwrap_or(0)).unwrap_or(0))
             };
